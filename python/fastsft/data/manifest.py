@@ -1,0 +1,130 @@
+"""Read and validate the ``manifest.json`` of a prepared dataset (DESIGN §2).
+
+This module only reads: it checks that a directory is a complete, format-1 dataset whose arrays
+agree with what its manifest says, and exposes the few fields the trainer relies on. It does not
+open the token arrays (``dataset.py`` memory-maps them) and does not write manifests (the Rust
+writer does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+ARRAY_FILES = ("input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy")
+_REQUIRED_KEYS = ("format_version", "num_samples", "num_tokens", "input_ids_dtype", "tokenizer")
+
+
+class DatasetFormatError(ValueError):
+    """A directory is not a valid prepared dataset (missing file, wrong version, inconsistent arrays)."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The parts of ``manifest.json`` that readers use; ``raw`` keeps the whole document."""
+
+    path: Path
+    """The dataset directory (not the json file)."""
+    num_samples: int
+    num_tokens: int
+    num_trained_tokens: int | None
+    input_ids_dtype: str
+    tokenizer_sha256: str | None
+    """sha256 hex of the ``tokenizer.json`` bytes the data was made with."""
+    vocab_size: int | None
+    """Vocabulary size including added tokens; ids are all below it."""
+    pad_token: str | None
+    raw: dict[str, Any] = field(repr=False)
+
+
+def is_dataset_dir(path: str | Path) -> bool:
+    """True when ``path`` holds a ``manifest.json`` (complete datasets only: prep writes it last)."""
+    return (Path(path) / "manifest.json").is_file()
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Read ``path/manifest.json`` and check it against the array files next to it.
+
+    Only the ``.npy`` headers are read (``mmap_mode="r"``), so this is cheap for any size.
+
+    Raises:
+        FileNotFoundError: ``path`` has no ``manifest.json`` or misses an array file.
+        DatasetFormatError: unknown format version, missing keys, or arrays whose dtype or shape
+            disagree with the manifest.
+    """
+    path = Path(path)
+    mpath = path / "manifest.json"
+    if not mpath.is_file():
+        raise FileNotFoundError(
+            f"{path}: no manifest.json; not a prepared dataset (make one with `fastsft prep FILES -o {path}`)"
+        )
+    try:
+        raw = json.loads(mpath.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DatasetFormatError(f"{mpath}: invalid JSON ({e})") from e
+    missing = [k for k in _REQUIRED_KEYS if k not in raw]
+    if missing:
+        raise DatasetFormatError(f"{mpath}: missing key(s) {', '.join(missing)}")
+    if raw["format_version"] != FORMAT_VERSION:
+        raise DatasetFormatError(
+            f"{mpath}: format_version {raw['format_version']!r}; this fastsft reads version {FORMAT_VERSION} "
+            "(re-run `fastsft prep` with this version)"
+        )
+    tok = raw.get("tokenizer") or {}
+    man = Manifest(
+        path=path,
+        num_samples=int(raw["num_samples"]),
+        num_tokens=int(raw["num_tokens"]),
+        num_trained_tokens=(int(raw["num_trained_tokens"]) if "num_trained_tokens" in raw else None),
+        input_ids_dtype=str(raw["input_ids_dtype"]),
+        tokenizer_sha256=tok.get("sha256"),
+        vocab_size=(int(tok["vocab_size"]) if tok.get("vocab_size") is not None else None),
+        pad_token=tok.get("pad_token"),
+        raw=raw,
+    )
+    _check_arrays(man)
+    return man
+
+
+def _check_arrays(man: Manifest) -> None:
+    for name in ARRAY_FILES:
+        if not (man.path / name).is_file():
+            raise FileNotFoundError(f"{man.path}: missing {name}; the dataset is incomplete (re-run `fastsft prep`)")
+    ids = np.load(man.path / "input_ids.npy", mmap_mode="r")
+    mask = np.load(man.path / "loss_mask.npy", mmap_mode="r")
+    offsets = np.load(man.path / "offsets.npy", mmap_mode="r")
+    origin = np.load(man.path / "origin.npy", mmap_mode="r")
+    where = f"{man.path}"
+    if np.dtype(man.input_ids_dtype) != ids.dtype or ids.dtype not in (np.uint16, np.uint32):
+        raise DatasetFormatError(
+            f"{where}: input_ids.npy has dtype {ids.dtype}, manifest says {man.input_ids_dtype} (expected uint16 or uint32)"
+        )
+    if ids.ndim != 1 or ids.shape[0] != man.num_tokens:
+        raise DatasetFormatError(f"{where}: input_ids.npy has shape {ids.shape}, manifest num_tokens={man.num_tokens}")
+    if mask.dtype != np.uint8 or mask.shape != ids.shape:
+        raise DatasetFormatError(f"{where}: loss_mask.npy is {mask.dtype}{mask.shape}, expected uint8{ids.shape}")
+    if offsets.dtype != np.int64 or offsets.shape != (man.num_samples + 1,):
+        raise DatasetFormatError(
+            f"{where}: offsets.npy is {offsets.dtype}{offsets.shape}, expected int64({man.num_samples + 1},)"
+        )
+    if origin.shape != (man.num_samples, 2):
+        raise DatasetFormatError(f"{where}: origin.npy has shape {origin.shape}, expected ({man.num_samples}, 2)")
+    if man.num_samples and (offsets[0] != 0 or offsets[-1] != man.num_tokens):
+        raise DatasetFormatError(
+            f"{where}: offsets.npy runs from {offsets[0]} to {offsets[-1]}, expected 0 to num_tokens={man.num_tokens}"
+        )
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 hex digest of a file's bytes (how manifests fingerprint ``tokenizer.json``)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
