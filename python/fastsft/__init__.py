@@ -1,0 +1,25 @@
+"""fastsft: chat corpora → exact, assistant-masked token arrays for SFT, fast; and training on them.
+
+Public API:
+
+- `prep(inputs, tokenizer, output, **options)`: run the Rust pipeline (same as `fastsft prep`).
+- `SFTDataset(path_or_paths)`: memory-mapped samples with `input_ids`, `labels`, `attention_mask`.
+- `RecordEncoder(tokenizer, ...)`: encode or render one record at a time.
+- `FastSFTError`: raised for bad input or options (a `ValueError`).
+"""
+
+from fastsft._core import FastSFTError, RecordEncoder
+from fastsft._core import __version__ as __version__
+from fastsft.config import PrepOptions
+from fastsft.prep import prep
+
+__all__ = ["FastSFTError", "PrepOptions", "RecordEncoder", "SFTDataset", "prep"]
+
+
+def __getattr__(name: str):
+    # The dataset reader imports numpy (and torch when present) lazily: `fastsft prep` needs neither.
+    if name == "SFTDataset":
+        from fastsft.data.dataset import SFTDataset
+
+        return SFTDataset
+    raise AttributeError(f"module 'fastsft' has no attribute {name!r}")

@@ -1,0 +1,48 @@
+"""Type stubs for the compiled extension `fastsft._core` (rust/py.rs)."""
+
+from typing import Any
+
+__version__: str
+
+class FastSFTError(ValueError): ...
+
+def prep(
+    inputs: list[str],
+    tokenizer: str,
+    output: str,
+    *,
+    template: str | None = None,
+    format: str | None = None,
+    role_map: dict[str, str] | None = None,
+    max_len: int | None = None,
+    truncation: str = "right",
+    train_on: str = "all",
+    train_eot: bool = True,
+    train_on_prompt: bool = False,
+    threads: int = 0,
+    chunk_size: int | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    strict: bool = False,
+    max_reject_fraction: float | None = None,
+) -> dict[str, Any]: ...
+def pack(lengths: bytes, capacity: int) -> tuple[bytes, bytes]: ...
+
+class RecordEncoder:
+    def __init__(
+        self,
+        tokenizer: str,
+        *,
+        template: str | None = None,
+        format: str | None = None,
+        role_map: dict[str, str] | None = None,
+        max_len: int | None = None,
+        truncation: str = "right",
+        train_on: str = "all",
+        train_eot: bool = True,
+        train_on_prompt: bool = False,
+    ) -> None: ...
+    def encode(self, record: str) -> dict[str, Any]: ...
+    def render(self, record: str) -> dict[str, Any]: ...
+    @property
+    def tokenizer_sha256(self) -> str: ...

@@ -1,0 +1,74 @@
+"""Options of `fastsft prep`, defined once: the Python API, the CLI flags and their `--help`
+text all come from the dataclass below."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+def _opt(default, help: str, *, flag: str | None = None, choices: tuple[str, ...] | None = None, **kw):
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices, **kw})
+
+
+@dataclass
+class PrepOptions:
+    """Everything that shapes a `fastsft prep` run besides inputs, tokenizer and output."""
+
+    format: str | None = _opt(
+        None,
+        "Input layout for every record; detected per record when omitted "
+        "('conversations' → sharegpt, 'messages' → openai, 'instruction'+'output' → alpaca).",
+        choices=("sharegpt", "openai", "alpaca"),
+    )
+    template: str | None = _opt(
+        None,
+        "Chat template: omitted = the model's own (tokenizer_config.json or chat_template.jinja); "
+        "'chatml' = the built-in ChatML layout; or a path to a .jinja file.",
+    )
+    role_map: dict[str, str] = _opt(
+        None,
+        "Rename unusual roles, e.g. --role-map bot=assistant --role-map customer=user.",
+        metavar="FROM=TO",
+    )
+    max_len: int | None = _opt(None, "Longest sample in tokens; longer ones are cut (--truncation right) or rejected (drop).")
+    truncation: str = _opt("right", "What to do with samples over --max-len.", choices=("right", "drop"))
+    train_on: str = _opt("all", "Which assistant turns are trained: every one, or only the last.", choices=("all", "last"))
+    train_eot: bool = _opt(True, "Train the end-of-turn token that closes each reply (--no-train-eot to mask it).")
+    train_on_prompt: bool = _opt(False, "Train on every token, prompts included.")
+    threads: int = _opt(0, "Worker threads; 0 = every core. The output does not depend on it.")
+    chunk_size: int | None = _opt(None, "Records per chunk (memory/speed trade-off; the output does not depend on it).")
+    overwrite: bool = _opt(False, "Replace an existing dataset at the output path.")
+    strict: bool = _opt(False, "Stop at the first rejected record with its file, line and reason.")
+    max_reject_fraction: float | None = _opt(
+        None, "Fail the run when more than this fraction of records is rejected (default: fail only if all are)."
+    )
+    progress: bool = _opt(True, "Show a progress line on stderr.")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value is not None and value not in choices:
+                raise ValueError(f"--{f.name.replace('_', '-')} {value!r}: expected one of {', '.join(choices)}")
+        if self.max_len is not None and self.max_len <= 0:
+            raise ValueError(f"--max-len {self.max_len}: must be a positive number of tokens")
+        if self.threads < 0:
+            raise ValueError(f"--threads {self.threads}: must be 0 (every core) or more")
+        if self.chunk_size is not None and self.chunk_size <= 0:
+            raise ValueError(f"--chunk-size {self.chunk_size}: must be positive")
+        if self.max_reject_fraction is not None and not 0.0 <= self.max_reject_fraction <= 1.0:
+            raise ValueError(f"--max-reject-fraction {self.max_reject_fraction}: must be between 0 and 1")
+
+
+def parse_role_map(pairs: list[str] | None) -> dict[str, str] | None:
+    """`["bot=assistant", ...]` → `{"bot": "assistant"}`; names the bad pair on error."""
+    if not pairs:
+        return None
+    mapping: dict[str, str] = {}
+    for pair in pairs:
+        source, sep, target = pair.partition("=")
+        if not sep or not source or not target:
+            raise ValueError(f"--role-map {pair!r}: expected FROM=TO, e.g. --role-map bot=assistant")
+        mapping[source] = target
+    return mapping

@@ -1,0 +1,238 @@
+//! Rendered text + spans → token ids + loss mask, with truncation and per-row checks.
+//!
+//! The whole rendered string is tokenized once (`add_special_tokens=false`, as `transformers`'
+//! `apply_chat_template` does): encoding pieces separately gives different ids wherever BPE
+//! merges across a piece boundary. A token is trained iff its byte range overlaps a trainable
+//! span, except a special token that starts before the span (a role header that swallows the
+//! whitespace after it, like Phi-3's `<|assistant|>`).
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::Tokenizer;
+
+use crate::error::{Error, Result};
+use crate::schema::{parse_record, Conversation, Reject, RejectReason, SchemaOptions};
+use crate::template::{sha256_hex, Span, SpecialTokens, Template, TemplateInfo};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Truncation {
+    /// Keep the first `max_len` tokens.
+    Right,
+    /// Reject rows longer than `max_len`.
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainOn {
+    All,
+    Last,
+}
+
+#[derive(Debug, Clone)]
+pub struct EncodeOptions {
+    pub max_len: Option<usize>,
+    pub truncation: Truncation,
+    pub train_on: TrainOn,
+    /// Train the end-of-turn marker that closes each reply (DESIGN §3: yes).
+    pub train_eot: bool,
+    /// Train every token, prompt included.
+    pub train_on_prompt: bool,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        EncodeOptions { max_len: None, truncation: Truncation::Right, train_on: TrainOn::All, train_eot: true, train_on_prompt: false }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    pub mask: Vec<u8>,
+    pub truncated: bool,
+}
+
+/// What the manifest records of the tokenizer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenizerInfo {
+    pub path: String,
+    pub sha256: String,
+    pub vocab_size: usize,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    pub pad_token: Option<String>,
+}
+
+pub struct Encoder {
+    tokenizer: Tokenizer,
+    template: Template,
+    schema: SchemaOptions,
+    options: EncodeOptions,
+    /// Indexed by token id: true for the tokenizer's special added tokens.
+    special_ids: Vec<bool>,
+    pub tokenizer_info: TokenizerInfo,
+    pub template_info: TemplateInfo,
+}
+
+impl Encoder {
+    /// `tokenizer`: a model directory holding `tokenizer.json` (and `tokenizer_config.json`), or
+    /// the path of a `tokenizer.json`.
+    pub fn load(tokenizer: &Path, template: Option<&str>, schema: SchemaOptions, options: EncodeOptions) -> Result<Encoder> {
+        let (dir, file) = if tokenizer.is_dir() {
+            (tokenizer.to_path_buf(), tokenizer.join("tokenizer.json"))
+        } else {
+            (tokenizer.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")), tokenizer.to_path_buf())
+        };
+        let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
+        let tokenizer = load_tokenizer(&bytes, &file)?;
+        let config = read_config(&dir)?;
+        let token = |name: &str| config.as_ref().and_then(|c| token_string(c.get(name)));
+        let named: Vec<(String, String)> = ["bos_token", "eos_token", "unk_token", "pad_token"]
+            .into_iter()
+            .filter_map(|name| token(name).map(|t| (name.to_string(), t)))
+            .collect();
+        let added = tokenizer.get_added_tokens_decoder();
+        let vocab_size = tokenizer.get_vocab_size(true);
+        let max_id = added.keys().copied().max().map_or(0, |m| m as usize + 1).max(vocab_size);
+        let mut special_ids = vec![false; max_id];
+        let mut special: Vec<String> = Vec::new();
+        for (id, added_token) in &added {
+            if added_token.special {
+                special_ids[*id as usize] = true;
+                special.push(added_token.content.clone());
+            }
+        }
+        special.sort();
+        let (template, template_info) = Template::load(template, &dir, SpecialTokens { named, special })?;
+        let tokenizer_info = TokenizerInfo {
+            path: file.display().to_string(),
+            sha256: sha256_hex(&bytes),
+            vocab_size: max_id,
+            bos_token: token("bos_token"),
+            eos_token: token("eos_token"),
+            pad_token: token("pad_token"),
+        };
+        Ok(Encoder { tokenizer, template, schema, options, special_ids, tokenizer_info, template_info })
+    }
+
+    pub fn options(&self) -> &EncodeOptions {
+        &self.options
+    }
+
+    pub fn schema(&self) -> &SchemaOptions {
+        &self.schema
+    }
+
+    pub fn template(&self) -> &Template {
+        &self.template
+    }
+
+    /// Raw JSON record → ids and mask, or the reason it cannot be trained on.
+    pub fn encode_record(&self, bytes: &[u8]) -> std::result::Result<Encoded, Reject> {
+        let conversation = parse_record(bytes, &self.schema)?;
+        self.encode_conversation(&conversation)
+    }
+
+    pub fn encode_conversation(&self, conversation: &Conversation) -> std::result::Result<Encoded, Reject> {
+        let rendered = self.template.render(conversation)?;
+        let encoding = self
+            .tokenizer
+            .encode(rendered.text.as_str(), false)
+            .map_err(|e| Reject::new(RejectReason::TemplateError, format!("tokenizer failed: {e}")))?;
+        let mut ids = encoding.get_ids().to_vec();
+        let spans = self.trained_spans(conversation, &rendered.spans);
+        let mut mask = if self.options.train_on_prompt {
+            vec![1u8; ids.len()]
+        } else {
+            self.mask_from_offsets(&ids, encoding.get_offsets(), &spans)
+        };
+        let mut truncated = false;
+        if let Some(max_len) = self.options.max_len {
+            if ids.len() > max_len {
+                if self.options.truncation == Truncation::Drop {
+                    return Err(Reject::new(RejectReason::TooLong, format!("{} tokens > --max-len {max_len}", ids.len())));
+                }
+                ids.truncate(max_len);
+                mask.truncate(max_len);
+                truncated = true;
+            }
+        }
+        if !mask.contains(&1) {
+            let detail = if truncated {
+                format!("no assistant token within the first {} tokens (--max-len)", ids.len())
+            } else {
+                "no token is trained (every assistant turn is excluded)".to_string()
+            };
+            return Err(Reject::new(RejectReason::NoTrainedTokens, detail));
+        }
+        Ok(Encoded { ids, mask, truncated })
+    }
+
+    /// The spans that train under the options: per-message flags, last turn only, and whether the
+    /// end-of-turn marker is included.
+    fn trained_spans(&self, conversation: &Conversation, spans: &[Span]) -> Vec<(usize, usize)> {
+        let last = spans.iter().map(|s| s.message).max();
+        spans
+            .iter()
+            .filter(|s| conversation.messages[s.message].train != Some(false))
+            .filter(|s| self.options.train_on == TrainOn::All || Some(s.message) == last)
+            .map(|s| (s.start, if self.options.train_eot { s.end } else { s.eot_start }))
+            .filter(|(start, end)| start < end)
+            .collect()
+    }
+
+    fn mask_from_offsets(&self, ids: &[u32], offsets: &[(usize, usize)], spans: &[(usize, usize)]) -> Vec<u8> {
+        let mut mask = vec![0u8; ids.len()];
+        let mut next = 0;
+        for (i, (&id, &(start, end))) in ids.iter().zip(offsets).enumerate() {
+            while next < spans.len() && spans[next].1 <= start {
+                next += 1;
+            }
+            let Some(&(span_start, span_end)) = spans.get(next) else { break };
+            let overlaps = if start == end { start >= span_start && start < span_end } else { start < span_end && end > span_start };
+            let header = start < span_start && self.special_ids.get(id as usize).copied().unwrap_or(false);
+            mask[i] = u8::from(overlaps && !header);
+        }
+        mask
+    }
+}
+
+/// Loads `tokenizer.json` with `trim_offsets` off in every ByteLevel post-processor: trimming
+/// makes whitespace-only tokens report empty ranges (and so fall out of the mask). It changes
+/// only offsets, never ids.
+fn load_tokenizer(bytes: &[u8], path: &Path) -> Result<Tokenizer> {
+    let invalid = |detail: String| Error::Tokenizer { path: path.to_path_buf(), detail };
+    let mut json: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
+    if let Some(post) = json.get_mut("post_processor") {
+        untrim_offsets(post);
+    }
+    let patched = serde_json::to_vec(&json).map_err(|e| invalid(e.to_string()))?;
+    let mut tokenizer = Tokenizer::from_bytes(patched).map_err(|e| invalid(format!("not a tokenizers file: {e}")))?;
+    tokenizer.with_truncation(None).map_err(|e| invalid(e.to_string()))?;
+    tokenizer.with_padding(None);
+    Ok(tokenizer)
+}
+
+fn untrim_offsets(processor: &mut serde_json::Value) {
+    if processor.get("type").and_then(|t| t.as_str()) == Some("ByteLevel") {
+        processor["trim_offsets"] = serde_json::Value::Bool(false);
+    }
+    if let Some(serde_json::Value::Array(list)) = processor.get_mut("processors") {
+        list.iter_mut().for_each(untrim_offsets);
+    }
+}
+
+fn read_config(dir: &Path) -> Result<Option<serde_json::Value>> {
+    let path = dir.join("tokenizer_config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+    serde_json::from_str(&text).map(Some).map_err(|e| Error::Tokenizer { path, detail: format!("invalid JSON: {e}") })
+}
+
+/// A special token in `tokenizer_config.json`: a string, or `{"content": ...}`.
+fn token_string(value: Option<&serde_json::Value>) -> Option<String> {
+    match value? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(map) => map.get("content").and_then(|c| c.as_str()).map(str::to_string),
+        _ => None,
+    }
+}

@@ -1,0 +1,22 @@
+//! fastsft's Rust core: chat corpora → assistant-masked token arrays (DESIGN §1).
+//!
+//! `source` → `schema` → `template` → `encode` → `writer`, driven by `pipeline`; `pack` packs
+//! sample lengths for training. Pure Rust: only `py.rs` (behind the `python` feature) knows pyo3,
+//! so `cargo test` needs no Python.
+
+pub mod encode;
+pub mod error;
+pub mod pack;
+pub mod pipeline;
+pub mod schema;
+pub mod source;
+pub mod template;
+pub mod writer;
+
+#[cfg(feature = "python")]
+mod py;
+
+pub use encode::{EncodeOptions, Encoded, Encoder, TrainOn, Truncation};
+pub use error::{Error, Result};
+pub use pipeline::{run, PrepConfig, Summary};
+pub use schema::{Format, SchemaOptions};

@@ -1,0 +1,225 @@
+//! All of pyo3: the `fastsft._core` module. Extracts owned Rust values, runs the work with the
+//! GIL released (`py.detach`), builds Python objects after. Maps [`Error`] variants to typed
+//! Python exceptions; nothing here panics.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use pyo3::create_exception;
+use pyo3::exceptions::{PyFileExistsError, PyFileNotFoundError, PyKeyboardInterrupt, PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use crate::encode::{EncodeOptions, Encoder, TrainOn, Truncation};
+use crate::error::Error;
+use crate::pack::pack_best_fit_decreasing;
+use crate::pipeline::{run, PrepConfig, DEFAULT_CHUNK_SIZE};
+use crate::schema::{parse_record, Format, SchemaOptions};
+
+create_exception!(fastsft, FastSFTError, PyValueError, "A fastsft run or input could not be processed.");
+
+impl From<Error> for PyErr {
+    fn from(error: Error) -> PyErr {
+        let message = error.to_string();
+        match error {
+            Error::NotFound { .. } => PyFileNotFoundError::new_err(message),
+            Error::OutputExists { .. } => PyFileExistsError::new_err(message),
+            Error::Io { .. } => PyOSError::new_err(message),
+            Error::Interrupted => PyKeyboardInterrupt::new_err(message),
+            _ => FastSFTError::new_err(message),
+        }
+    }
+}
+
+fn parse_choice<T>(value: &str, flag: &str, choices: &[(&str, T)]) -> PyResult<T>
+where
+    T: Copy,
+{
+    choices.iter().find(|(name, _)| *name == value).map(|(_, v)| *v).ok_or_else(|| {
+        let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+        FastSFTError::new_err(format!("{flag} {value:?}: expected one of {}", names.join(", ")))
+    })
+}
+
+fn schema_options(format: Option<&str>, role_map: Option<HashMap<String, String>>) -> PyResult<SchemaOptions> {
+    let format = match format {
+        None => None,
+        Some(name) => Some(Format::parse(name).ok_or_else(|| {
+            FastSFTError::new_err(format!("--format {name:?}: expected one of sharegpt, openai, alpaca"))
+        })?),
+    };
+    Ok(SchemaOptions { format, role_map: role_map.unwrap_or_default() })
+}
+
+fn encode_options(max_len: Option<usize>, truncation: &str, train_on: &str, train_eot: bool, train_on_prompt: bool) -> PyResult<EncodeOptions> {
+    if max_len == Some(0) {
+        return Err(FastSFTError::new_err("--max-len must be positive"));
+    }
+    Ok(EncodeOptions {
+        max_len,
+        truncation: parse_choice(truncation, "--truncation", &[("right", Truncation::Right), ("drop", Truncation::Drop)])?,
+        train_on: parse_choice(train_on, "--train-on", &[("all", TrainOn::All), ("last", TrainOn::Last)])?,
+        train_eot,
+        train_on_prompt,
+    })
+}
+
+/// Runs the whole pipeline; returns the summary as a dict.
+#[pyfunction]
+#[pyo3(signature = (inputs, tokenizer, output, *, template=None, format=None, role_map=None, max_len=None,
+    truncation="right", train_on="all", train_eot=true, train_on_prompt=false, threads=0, chunk_size=None,
+    overwrite=false, progress=false, strict=false, max_reject_fraction=None))]
+#[allow(clippy::too_many_arguments)]
+fn prep<'py>(
+    py: Python<'py>,
+    inputs: Vec<PathBuf>,
+    tokenizer: PathBuf,
+    output: PathBuf,
+    template: Option<String>,
+    format: Option<&str>,
+    role_map: Option<HashMap<String, String>>,
+    max_len: Option<usize>,
+    truncation: &str,
+    train_on: &str,
+    train_eot: bool,
+    train_on_prompt: bool,
+    threads: usize,
+    chunk_size: Option<usize>,
+    overwrite: bool,
+    progress: bool,
+    strict: bool,
+    max_reject_fraction: Option<f64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let mut config = PrepConfig::new(inputs, tokenizer, output);
+    config.template = template;
+    config.schema = schema_options(format, role_map)?;
+    config.encode = encode_options(max_len, truncation, train_on, train_eot, train_on_prompt)?;
+    config.threads = threads;
+    config.chunk_size = chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE);
+    config.overwrite = overwrite;
+    config.progress = progress;
+    config.strict = strict;
+    config.max_reject_fraction = max_reject_fraction;
+    // Ctrl-C: the pipeline asks between chunks whether a signal arrived.
+    let interrupted = || Python::attach(|py| py.check_signals().is_err());
+    let summary = py.detach(|| run(&config, &interrupted))?;
+    let c = &summary.counts;
+    let dict = PyDict::new(py);
+    dict.set_item("output", summary.output.display().to_string())?;
+    dict.set_item("read", c.read)?;
+    dict.set_item("written", c.written)?;
+    dict.set_item("rejected", c.rejected)?;
+    dict.set_item("rejected_by_reason", c.rejected_by_reason.clone())?;
+    dict.set_item("truncated", c.truncated)?;
+    dict.set_item("tokens", c.tokens)?;
+    dict.set_item("trained_tokens", c.trained_tokens)?;
+    dict.set_item("seconds", summary.seconds)?;
+    dict.set_item("threads", summary.threads)?;
+    Ok(dict)
+}
+
+/// Best-fit-decreasing packing. `lengths`: little-endian int64 bytes. Returns `(order, bounds)`
+/// as little-endian int64 bytes: pack j is `order[bounds[j]:bounds[j+1]]`.
+#[pyfunction]
+fn pack<'py>(py: Python<'py>, lengths: &[u8], capacity: i64) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    if lengths.len() % 8 != 0 {
+        return Err(FastSFTError::new_err("lengths must be int64 bytes (a multiple of 8 bytes)"));
+    }
+    let mut values = Vec::with_capacity(lengths.len() / 8);
+    for (i, chunk) in lengths.chunks_exact(8).enumerate() {
+        let v = i64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        if v < 0 {
+            return Err(FastSFTError::new_err(format!("sample {i} has a negative length {v}")));
+        }
+        values.push(v as u64);
+    }
+    if capacity <= 0 {
+        return Err(FastSFTError::new_err(format!("capacity must be positive, got {capacity}")));
+    }
+    let packs = py
+        .detach(|| pack_best_fit_decreasing(&values, capacity as u64))
+        .map_err(|e| FastSFTError::new_err(e.to_string()))?;
+    let to_bytes = |v: &[u64]| -> Vec<u8> { v.iter().flat_map(|x| (*x as i64).to_le_bytes()).collect() };
+    Ok((PyBytes::new(py, &to_bytes(&packs.order)), PyBytes::new(py, &to_bytes(&packs.bounds))))
+}
+
+/// One record at a time, for tests, `inspect`, and engines that bring their own parallelism.
+#[pyclass(frozen, module = "fastsft._core")]
+struct RecordEncoder {
+    encoder: Encoder,
+}
+
+#[pymethods]
+impl RecordEncoder {
+    #[new]
+    #[pyo3(signature = (tokenizer, *, template=None, format=None, role_map=None, max_len=None, truncation="right",
+        train_on="all", train_eot=true, train_on_prompt=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        tokenizer: PathBuf,
+        template: Option<String>,
+        format: Option<&str>,
+        role_map: Option<HashMap<String, String>>,
+        max_len: Option<usize>,
+        truncation: &str,
+        train_on: &str,
+        train_eot: bool,
+        train_on_prompt: bool,
+    ) -> PyResult<Self> {
+        let schema = schema_options(format, role_map)?;
+        let options = encode_options(max_len, truncation, train_on, train_eot, train_on_prompt)?;
+        Ok(RecordEncoder { encoder: Encoder::load(&tokenizer, template.as_deref(), schema, options)? })
+    }
+
+    /// `{"input_ids", "loss_mask", "truncated"}`, or `{"reject": code, "detail": text}`.
+    fn encode<'py>(&self, py: Python<'py>, record: &str) -> PyResult<Bound<'py, PyDict>> {
+        let outcome = py.detach(|| self.encoder.encode_record(record.as_bytes()));
+        let dict = PyDict::new(py);
+        match outcome {
+            Ok(encoded) => {
+                dict.set_item("input_ids", encoded.ids)?;
+                dict.set_item("loss_mask", encoded.mask)?;
+                dict.set_item("truncated", encoded.truncated)?;
+            }
+            Err(reject) => {
+                dict.set_item("reject", reject.reason.code())?;
+                dict.set_item("detail", reject.detail)?;
+            }
+        }
+        Ok(dict)
+    }
+
+    /// `{"text", "spans": [(start, end), ...]}` with character (not byte) offsets, or a reject.
+    fn render<'py>(&self, py: Python<'py>, record: &str) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        let rendered = parse_record(record.as_bytes(), self.encoder.schema()).and_then(|c| self.encoder.template().render(&c));
+        match rendered {
+            Ok(rendered) => {
+                let char_at = |byte: usize| rendered.text[..byte].chars().count();
+                let spans: Vec<(usize, usize)> = rendered.spans.iter().map(|s| (char_at(s.start), char_at(s.end))).collect();
+                dict.set_item("text", rendered.text.as_str())?;
+                dict.set_item("spans", spans)?;
+            }
+            Err(reject) => {
+                dict.set_item("reject", reject.reason.code())?;
+                dict.set_item("detail", reject.detail)?;
+            }
+        }
+        Ok(dict)
+    }
+
+    #[getter]
+    fn tokenizer_sha256(&self) -> String {
+        self.encoder.tokenizer_info.sha256.clone()
+    }
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("FastSFTError", m.py().get_type::<FastSFTError>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(prep, m)?)?;
+    m.add_function(wrap_pyfunction!(pack, m)?)?;
+    m.add_class::<RecordEncoder>()?;
+    Ok(())
+}

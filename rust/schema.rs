@@ -1,0 +1,521 @@
+//! Raw record → [`Conversation`]: ShareGPT/Belle, OpenAI `messages`, Alpaca.
+//!
+//! The layout is detected per record (or forced with `--format`); role names are mapped through
+//! the user's `--role-map` first, then through the usual aliases (`human`→user, `gpt`→assistant,
+//! `function_call`→assistant tool call, `observation`→tool). Anything that is not a well-formed
+//! conversation ending in an assistant reply is a [`Reject`] with a reason; nothing here panics.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+/// Why a record was not written. The code is stable (it appears in `rejects.jsonl`, the manifest
+/// and the summary); the detail says what exactly was wrong and, where possible, how to fix it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectReason {
+    InvalidJson,
+    NotAnObject,
+    UnknownLayout,
+    MissingField,
+    WrongType,
+    UnknownRole,
+    NonTextContent,
+    EmptyConversation,
+    NoAssistant,
+    EndsWithoutAssistant,
+    EmptyAssistant,
+    ReservedCharacter,
+    TemplateError,
+    SpanNotFound,
+    TooLong,
+    NoTrainedTokens,
+}
+
+impl RejectReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            RejectReason::InvalidJson => "invalid_json",
+            RejectReason::NotAnObject => "not_an_object",
+            RejectReason::UnknownLayout => "unknown_layout",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::WrongType => "wrong_type",
+            RejectReason::UnknownRole => "unknown_role",
+            RejectReason::NonTextContent => "non_text_content",
+            RejectReason::EmptyConversation => "empty_conversation",
+            RejectReason::NoAssistant => "no_assistant_message",
+            RejectReason::EndsWithoutAssistant => "ends_without_assistant",
+            RejectReason::EmptyAssistant => "empty_assistant_message",
+            RejectReason::ReservedCharacter => "reserved_character",
+            RejectReason::TemplateError => "template_error",
+            RejectReason::SpanNotFound => "assistant_span_not_found",
+            RejectReason::TooLong => "too_long",
+            RejectReason::NoTrainedTokens => "no_trained_tokens",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    pub reason: RejectReason,
+    pub detail: String,
+}
+
+impl Reject {
+    pub fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
+        Reject { reason, detail: detail.into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+    /// OpenAI-style `[{"type": "function", "function": {"name", "arguments"}}]`, key order kept.
+    pub tool_calls: Option<Vec<Value>>,
+    /// `Some(false)` when the record says `"train": false` or `"weight": 0`.
+    pub train: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Conversation {
+    pub messages: Vec<Message>,
+    /// Tool schemas, each `{"type": "function", "function": {...}}`.
+    pub tools: Vec<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    ShareGpt,
+    OpenAi,
+    Alpaca,
+}
+
+impl Format {
+    pub fn parse(name: &str) -> Option<Format> {
+        match name {
+            "sharegpt" | "belle" => Some(Format::ShareGpt),
+            "openai" | "messages" => Some(Format::OpenAi),
+            "alpaca" => Some(Format::Alpaca),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::ShareGpt => "sharegpt",
+            Format::OpenAi => "openai",
+            Format::Alpaca => "alpaca",
+        }
+    }
+}
+
+/// How records become conversations: the forced format (if any) and the user's role renames.
+#[derive(Debug, Clone, Default)]
+pub struct SchemaOptions {
+    pub format: Option<Format>,
+    pub role_map: HashMap<String, String>,
+}
+
+type Parsed<T> = Result<T, Reject>;
+
+pub fn parse_record(bytes: &[u8], options: &SchemaOptions) -> Parsed<Conversation> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| Reject::new(RejectReason::InvalidJson, format!("malformed JSON: {e}")))?;
+    let Value::Object(record) = value else {
+        return Err(Reject::new(RejectReason::NotAnObject, format!("record is {}, not a JSON object", kind(&value))));
+    };
+    let format = match options.format {
+        Some(format) => format,
+        None => detect(&record)?,
+    };
+    let conversation = match format {
+        Format::ShareGpt => sharegpt(&record, options)?,
+        Format::OpenAi => openai(&record, options)?,
+        Format::Alpaca => alpaca(&record)?,
+    };
+    validate(conversation)
+}
+
+fn detect(record: &Map<String, Value>) -> Parsed<Format> {
+    if record.contains_key("conversations") {
+        Ok(Format::ShareGpt)
+    } else if record.contains_key("messages") {
+        Ok(Format::OpenAi)
+    } else if record.contains_key("instruction") && record.contains_key("output") {
+        Ok(Format::Alpaca)
+    } else {
+        let keys: Vec<&str> = record.keys().map(String::as_str).take(8).collect();
+        Err(Reject::new(
+            RejectReason::UnknownLayout,
+            format!(
+                "no 'conversations', 'messages' or 'instruction'+'output' field (keys: {})",
+                keys.join(", ")
+            ),
+        ))
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn field<'a>(record: &'a Map<String, Value>, name: &str) -> Parsed<&'a Value> {
+    record.get(name).ok_or_else(|| Reject::new(RejectReason::MissingField, format!("missing '{name}'")))
+}
+
+fn string_field(record: &Map<String, Value>, name: &str, what: &str) -> Parsed<String> {
+    match field(record, name)? {
+        Value::String(s) => Ok(s.clone()),
+        other => Err(Reject::new(RejectReason::WrongType, format!("{what} '{name}' is {}, expected a string", kind(other)))),
+    }
+}
+
+fn optional_string(record: &Map<String, Value>, name: &str) -> Parsed<Option<String>> {
+    match record.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(Reject::new(RejectReason::WrongType, format!("'{name}' is {}, expected a string", kind(other)))),
+    }
+}
+
+/// What a role name means once mapped: a plain role, or a ShareGPT function call.
+enum MappedRole {
+    Plain(Role),
+    FunctionCall,
+}
+
+fn map_role(raw: &str, options: &SchemaOptions, position: usize) -> Parsed<MappedRole> {
+    let name = options.role_map.get(raw).map(String::as_str).unwrap_or(raw);
+    let role = match name {
+        "system" | "developer" => MappedRole::Plain(Role::System),
+        "user" | "human" => MappedRole::Plain(Role::User),
+        "assistant" | "gpt" | "model" => MappedRole::Plain(Role::Assistant),
+        "tool" | "observation" | "function" | "ipython" => MappedRole::Plain(Role::Tool),
+        "function_call" => MappedRole::FunctionCall,
+        _ => {
+            return Err(Reject::new(
+                RejectReason::UnknownRole,
+                format!(
+                    "message {} has role \"{raw}\"; expected one of user, assistant, system, tool, \
+                     function_call, observation (map it with --role-map {raw}=assistant)",
+                    position + 1
+                ),
+            ))
+        }
+    };
+    Ok(role)
+}
+
+/// `"train": false` or `"weight": 0` on a message turns its training off.
+fn train_flag(message: &Map<String, Value>) -> Option<bool> {
+    if let Some(Value::Bool(b)) = message.get("train") {
+        return Some(*b);
+    }
+    match message.get("weight") {
+        Some(Value::Number(n)) => Some(n.as_f64() != Some(0.0)),
+        _ => None,
+    }
+}
+
+fn sharegpt(record: &Map<String, Value>, options: &SchemaOptions) -> Parsed<Conversation> {
+    let Value::Array(turns) = field(record, "conversations")? else {
+        return Err(Reject::new(RejectReason::WrongType, "'conversations' is not an array"));
+    };
+    let mut messages = Vec::with_capacity(turns.len() + 1);
+    if let Some(system) = optional_string(record, "system")? {
+        if !system.is_empty() {
+            messages.push(Message { role: Role::System, content: system, tool_calls: None, train: None });
+        }
+    }
+    for (i, turn) in turns.iter().enumerate() {
+        let Value::Object(turn) = turn else {
+            return Err(Reject::new(RejectReason::WrongType, format!("message {} is {}, not an object", i + 1, kind(turn))));
+        };
+        let raw_role = string_field(turn, "from", &format!("message {}", i + 1))?;
+        let content = text_content(turn.get("value"), "value", i)?;
+        let train = train_flag(turn);
+        match map_role(&raw_role, options, i)? {
+            MappedRole::Plain(role) => messages.push(Message { role, content, tool_calls: None, train }),
+            MappedRole::FunctionCall => {
+                let call = parse_function_call(&content, i)?;
+                messages.push(Message { role: Role::Assistant, content: String::new(), tool_calls: Some(vec![call]), train });
+            }
+        }
+    }
+    Ok(Conversation { messages, tools: tools(record)? })
+}
+
+/// A ShareGPT `function_call` value: `{"name": ..., "arguments": ...}` as a JSON string.
+fn parse_function_call(text: &str, position: usize) -> Parsed<Value> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        Reject::new(RejectReason::WrongType, format!("message {}: function_call value is not JSON ({e})", position + 1))
+    })?;
+    let Value::Object(mut call) = value else {
+        return Err(Reject::new(RejectReason::WrongType, format!("message {}: function_call is not a JSON object", position + 1)));
+    };
+    if !matches!(call.get("name"), Some(Value::String(_))) {
+        return Err(Reject::new(RejectReason::MissingField, format!("message {}: function_call has no 'name'", position + 1)));
+    }
+    if let Some(arguments) = call.get_mut("arguments") {
+        parse_json_string_in_place(arguments);
+    }
+    let mut wrapped = Map::new();
+    wrapped.insert("type".into(), Value::String("function".into()));
+    wrapped.insert("function".into(), Value::Object(call));
+    Ok(Value::Object(wrapped))
+}
+
+/// Tool-call arguments given as a JSON string become the object they encode, as templates expect.
+fn parse_json_string_in_place(value: &mut Value) {
+    if let Value::String(s) = value {
+        if let Ok(parsed @ Value::Object(_)) = serde_json::from_str::<Value>(s) {
+            *value = parsed;
+        }
+    }
+}
+
+/// Top-level `tools`: a list, or a JSON string holding one; bare function schemas are wrapped.
+fn tools(record: &Map<String, Value>) -> Parsed<Vec<Value>> {
+    let list = match record.get("tools") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(Vec::new()),
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(Value::Array(list)) => list,
+            _ => return Err(Reject::new(RejectReason::WrongType, "'tools' is a string that does not hold a JSON array")),
+        },
+        Some(Value::Array(list)) => list.clone(),
+        Some(other) => return Err(Reject::new(RejectReason::WrongType, format!("'tools' is {}, expected an array", kind(other)))),
+    };
+    list.into_iter()
+        .map(|tool| match tool {
+            Value::Object(ref map) if map.contains_key("type") => Ok(tool),
+            Value::Object(_) => {
+                let mut wrapped = Map::new();
+                wrapped.insert("type".into(), Value::String("function".into()));
+                wrapped.insert("function".into(), tool);
+                Ok(Value::Object(wrapped))
+            }
+            other => Err(Reject::new(RejectReason::WrongType, format!("a tool is {}, expected an object", kind(&other)))),
+        })
+        .collect()
+}
+
+/// Message content: a string, null (as ""), or a list of `{type: "text", text}` parts.
+fn text_content(value: Option<&Value>, name: &str, position: usize) -> Parsed<String> {
+    match value {
+        None => Err(Reject::new(RejectReason::MissingField, format!("message {} has no '{name}'", position + 1))),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Null) => Ok(String::new()),
+        Some(Value::Array(parts)) => {
+            let mut text = String::new();
+            for part in parts {
+                let part_type = part.get("type").and_then(Value::as_str);
+                match (part_type, part.get("text")) {
+                    (Some("text"), Some(Value::String(s))) => text.push_str(s),
+                    _ => {
+                        return Err(Reject::new(
+                            RejectReason::NonTextContent,
+                            format!("message {} has a content part of type {:?}; only text parts are supported", position + 1, part_type.unwrap_or("?")),
+                        ))
+                    }
+                }
+            }
+            Ok(text)
+        }
+        Some(other) => Err(Reject::new(
+            RejectReason::WrongType,
+            format!("message {}: '{name}' is {}, expected a string", position + 1, kind(other)),
+        )),
+    }
+}
+
+fn openai(record: &Map<String, Value>, options: &SchemaOptions) -> Parsed<Conversation> {
+    let Value::Array(items) = field(record, "messages")? else {
+        return Err(Reject::new(RejectReason::WrongType, "'messages' is not an array"));
+    };
+    let mut messages = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let Value::Object(item) = item else {
+            return Err(Reject::new(RejectReason::WrongType, format!("message {} is {}, not an object", i + 1, kind(item))));
+        };
+        let raw_role = string_field(item, "role", &format!("message {}", i + 1))?;
+        let content = text_content(Some(item.get("content").unwrap_or(&Value::Null)), "content", i)?;
+        let tool_calls = match item.get("tool_calls") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(calls)) if calls.is_empty() => None,
+            Some(Value::Array(calls)) => {
+                let mut calls = calls.clone();
+                for call in &mut calls {
+                    if let Some(arguments) = call.get_mut("function").and_then(|f| f.get_mut("arguments")) {
+                        parse_json_string_in_place(arguments);
+                    }
+                }
+                Some(calls)
+            }
+            Some(other) => {
+                return Err(Reject::new(RejectReason::WrongType, format!("message {}: 'tool_calls' is {}", i + 1, kind(other))))
+            }
+        };
+        let role = match map_role(&raw_role, options, i)? {
+            MappedRole::Plain(role) => role,
+            MappedRole::FunctionCall => Role::Assistant,
+        };
+        messages.push(Message { role, content, tool_calls, train: train_flag(item) });
+    }
+    Ok(Conversation { messages, tools: tools(record)? })
+}
+
+fn alpaca(record: &Map<String, Value>) -> Parsed<Conversation> {
+    let instruction = string_field(record, "instruction", "field")?;
+    let input = optional_string(record, "input")?.unwrap_or_default();
+    let output = string_field(record, "output", "field")?;
+    let mut messages = Vec::new();
+    let message = |role, content| Message { role, content, tool_calls: None, train: None };
+    if let Some(system) = optional_string(record, "system")? {
+        if !system.is_empty() {
+            messages.push(message(Role::System, system));
+        }
+    }
+    match record.get("history") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(pairs)) => {
+            for pair in pairs {
+                match pair.as_array().map(Vec::as_slice) {
+                    Some([Value::String(q), Value::String(a)]) => {
+                        messages.push(message(Role::User, q.clone()));
+                        messages.push(message(Role::Assistant, a.clone()));
+                    }
+                    _ => return Err(Reject::new(RejectReason::WrongType, "'history' items must be [question, answer] string pairs")),
+                }
+            }
+        }
+        Some(other) => return Err(Reject::new(RejectReason::WrongType, format!("'history' is {}, expected an array", kind(other)))),
+    }
+    let prompt = if input.is_empty() { instruction } else { format!("{instruction}\n{input}") };
+    messages.push(message(Role::User, prompt));
+    messages.push(message(Role::Assistant, output));
+    Ok(Conversation { messages, tools: Vec::new() })
+}
+
+fn validate(conversation: Conversation) -> Parsed<Conversation> {
+    let messages = &conversation.messages;
+    if messages.is_empty() {
+        return Err(Reject::new(RejectReason::EmptyConversation, "the conversation has no messages"));
+    }
+    if !messages.iter().any(|m| m.role == Role::Assistant) {
+        return Err(Reject::new(RejectReason::NoAssistant, "the conversation has no assistant message to train on"));
+    }
+    if let Some(last) = messages.last() {
+        if last.role != Role::Assistant {
+            return Err(Reject::new(
+                RejectReason::EndsWithoutAssistant,
+                format!("the conversation ends with a {} message, not an assistant reply", last.role.as_str()),
+            ));
+        }
+    }
+    for (i, m) in messages.iter().enumerate() {
+        if m.role == Role::Assistant && m.content.is_empty() && m.tool_calls.is_none() {
+            return Err(Reject::new(RejectReason::EmptyAssistant, format!("message {} is an empty assistant reply", i + 1)));
+        }
+    }
+    Ok(conversation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Parsed<Conversation> {
+        parse_record(json.as_bytes(), &SchemaOptions::default())
+    }
+
+    fn roles(c: &Conversation) -> Vec<&'static str> {
+        c.messages.iter().map(|m| m.role.as_str()).collect()
+    }
+
+    #[test]
+    fn sharegpt_with_system_and_function_call() {
+        let c = parse(r#"{"system":"S","tools":"[{\"name\":\"f\",\"parameters\":{}}]","conversations":[
+            {"from":"human","value":"q"},{"from":"function_call","value":"{\"name\":\"f\",\"arguments\":\"{\\\"x\\\":1}\"}"},
+            {"from":"observation","value":"r"},{"from":"gpt","value":"a"}]}"#)
+        .unwrap();
+        assert_eq!(roles(&c), ["system", "user", "assistant", "tool", "assistant"]);
+        let call = &c.messages[2].tool_calls.as_ref().unwrap()[0];
+        assert_eq!(call.to_string(), r#"{"type":"function","function":{"name":"f","arguments":{"x":1}}}"#);
+        assert_eq!(c.tools[0].to_string(), r#"{"type":"function","function":{"name":"f","parameters":{}}}"#);
+    }
+
+    #[test]
+    fn openai_text_parts_and_null_content() {
+        let c = parse(r#"{"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},
+            {"role":"assistant","content":null,"tool_calls":[{"type":"function","function":{"name":"f","arguments":"{}"}}]},
+            {"role":"tool","content":"1"},{"role":"assistant","content":"ok"}]}"#)
+        .unwrap();
+        assert_eq!(c.messages[0].content, "ab");
+        assert_eq!(c.messages[1].content, "");
+        assert_eq!(roles(&c), ["user", "assistant", "tool", "assistant"]);
+    }
+
+    #[test]
+    fn alpaca_with_input_and_history() {
+        let c = parse(r#"{"instruction":"i","input":"x","output":"o","history":[["q","a"]]}"#).unwrap();
+        let contents: Vec<&str> = c.messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(contents, ["q", "a", "i\nx", "o"]);
+    }
+
+    #[test]
+    fn rejects_carry_reasons() {
+        let cases = [
+            ("{bad", RejectReason::InvalidJson),
+            ("[1]", RejectReason::NotAnObject),
+            (r#"{"text":"x"}"#, RejectReason::UnknownLayout),
+            (r#"{"conversations":[{"from":"bot","value":"x"}]}"#, RejectReason::UnknownRole),
+            (r#"{"conversations":[]}"#, RejectReason::EmptyConversation),
+            (r#"{"conversations":[{"from":"human","value":"x"}]}"#, RejectReason::NoAssistant),
+            (r#"{"conversations":[{"from":"gpt","value":"x"},{"from":"human","value":"y"}]}"#, RejectReason::EndsWithoutAssistant),
+            (r#"{"conversations":[{"from":"human","value":1},{"from":"gpt","value":"y"}]}"#, RejectReason::WrongType),
+            (r#"{"messages":[{"role":"user","content":[{"type":"image_url"}]},{"role":"assistant","content":"y"}]}"#, RejectReason::NonTextContent),
+            (r#"{"conversations":[{"from":"human","value":"x"},{"from":"gpt","value":""}]}"#, RejectReason::EmptyAssistant),
+            (r#"{"conversations":[{"value":"x"}]}"#, RejectReason::MissingField),
+        ];
+        for (json, reason) in cases {
+            assert_eq!(parse(json).unwrap_err().reason, reason, "{json}");
+        }
+    }
+
+    #[test]
+    fn role_map_renames_before_aliases() {
+        let options = SchemaOptions {
+            format: None,
+            role_map: [("bot".to_string(), "assistant".to_string())].into_iter().collect(),
+        };
+        let c = parse_record(br#"{"conversations":[{"from":"human","value":"x"},{"from":"bot","value":"y"}]}"#, &options).unwrap();
+        assert_eq!(roles(&c), ["user", "assistant"]);
+    }
+}

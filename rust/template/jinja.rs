@@ -1,0 +1,220 @@
+//! The model's own chat template, rendered with minijinja the way `transformers` renders it
+//! (`ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)`, loop controls,
+//! `raise_exception`, Python-style `tojson`, `strftime_now`, Python string methods).
+//!
+//! Spans come from `{% generation %}` blocks when the template has them. Otherwise each assistant
+//! message's span is found without trusting the template: the conversation up to that message,
+//! rendered with `add_generation_prompt=True`, must be a prefix of the full rendering; the span
+//! runs from there through the first end-of-turn marker, and must contain the message's text.
+//! When any check fails the row is rejected, never guessed.
+
+use minijinja::value::{Kwargs, Value};
+use minijinja::{Environment, ErrorKind};
+
+use super::generation;
+use super::pyjson::{to_python_json, PyJsonOptions};
+use super::{Rendered, Span, SpecialTokens, MARK_END, MARK_START};
+use crate::error::{Error, Result};
+use crate::schema::{Conversation, Message, Reject, RejectReason, Role};
+
+const NAME: &str = "chat_template";
+
+pub struct JinjaTemplate {
+    env: Environment<'static>,
+    special: SpecialTokens,
+    has_generation: bool,
+    /// The token that closes an assistant turn, found by rendering a probe conversation.
+    end_of_turn: Option<String>,
+}
+
+impl JinjaTemplate {
+    pub fn new(source: &str, special: SpecialTokens) -> Result<Self> {
+        let (source, has_generation) = generation::rewrite_tags(source);
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_keep_trailing_newline(false);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", |format: String| super::strftime::now(&format));
+        env.add_filter("tojson", tojson);
+        env.add_filter(generation::FILTER_NAME, generation::mark);
+        env.add_template_owned(NAME, source).map_err(|e| Error::template(format!("cannot parse: {e:#}")))?;
+        let mut template = JinjaTemplate { env, special, has_generation, end_of_turn: None };
+        template.end_of_turn = template.probe_end_of_turn();
+        Ok(template)
+    }
+
+    pub fn render(&self, conversation: &Conversation) -> std::result::Result<Rendered, Reject> {
+        if conversation.messages.iter().any(|m| m.content.contains([MARK_START, MARK_END])) {
+            return Err(Reject::new(RejectReason::ReservedCharacter, "text contains U+FDD0/U+FDD1, which fastsft reserves as markers"));
+        }
+        let messages: Vec<Value> = conversation.messages.iter().map(message_value).collect();
+        let tools = if conversation.tools.is_empty() { Value::from(()) } else { Value::from_serialize(&conversation.tools) };
+        if self.has_generation {
+            self.render_marked(conversation, &messages, &tools)
+        } else {
+            self.render_by_prefixes(conversation, &messages, &tools)
+        }
+    }
+
+    fn render_messages(&self, messages: &[Value], tools: &Value, add_generation_prompt: bool) -> std::result::Result<String, Reject> {
+        let mut context: Vec<(&str, Value)> = vec![
+            ("messages", Value::from(messages.to_vec())),
+            ("tools", tools.clone()),
+            ("documents", Value::from(())),
+            ("add_generation_prompt", Value::from(add_generation_prompt)),
+        ];
+        for (name, token) in &self.special.named {
+            context.push((name.as_str(), Value::from(token.as_str())));
+        }
+        let context: Value = context.into_iter().collect();
+        let template = self.env.get_template(NAME).map_err(template_reject)?;
+        template.render(context).map_err(template_reject)
+    }
+
+    fn render_marked(&self, conversation: &Conversation, messages: &[Value], tools: &Value) -> std::result::Result<Rendered, Reject> {
+        let marked = self.render_messages(messages, tools, false)?;
+        let (text, blocks) = generation::extract(&marked)
+            .ok_or_else(|| Reject::new(RejectReason::SpanNotFound, "{% generation %} blocks are nested or unbalanced"))?;
+        let assistants: Vec<usize> = assistant_indices(conversation).collect();
+        if blocks.len() != assistants.len() {
+            return Err(Reject::new(
+                RejectReason::SpanNotFound,
+                format!("the template marked {} generation blocks for {} assistant messages", blocks.len(), assistants.len()),
+            ));
+        }
+        let spans = blocks
+            .into_iter()
+            .zip(assistants)
+            .map(|((start, end), message)| {
+                let eot_start = match &self.end_of_turn {
+                    Some(eot) if text[start..end].ends_with(eot.as_str()) => end - eot.len(),
+                    _ => end,
+                };
+                Span { message, start, eot_start, end }
+            })
+            .collect();
+        Ok(Rendered { text, spans })
+    }
+
+    fn render_by_prefixes(&self, conversation: &Conversation, messages: &[Value], tools: &Value) -> std::result::Result<Rendered, Reject> {
+        let text = self.render_messages(messages, tools, false)?;
+        let Some(eot) = &self.end_of_turn else {
+            return Err(Reject::new(
+                RejectReason::SpanNotFound,
+                "the template closes assistant turns with no special token, so their end cannot be found; \
+                 add {% generation %} blocks to the template",
+            ));
+        };
+        let mut spans = Vec::new();
+        let mut previous_end = 0;
+        for index in assistant_indices(conversation) {
+            let prompt = self.render_messages(&messages[..index], tools, true)?;
+            if !text.starts_with(&prompt) || prompt.len() < previous_end {
+                return Err(Reject::new(
+                    RejectReason::SpanNotFound,
+                    format!("the template does not render the conversation before message {} as a prefix of the whole", index + 1),
+                ));
+            }
+            let start = prompt.len();
+            let Some(eot_offset) = text[start..].find(eot.as_str()) else {
+                return Err(Reject::new(RejectReason::SpanNotFound, format!("no {eot} after assistant message {}", index + 1)));
+            };
+            let eot_start = start + eot_offset;
+            let end = eot_start + eot.len();
+            check_content(&conversation.messages[index], &text[start..eot_start], index)?;
+            spans.push(Span { message: index, start, eot_start, end });
+            previous_end = end;
+        }
+        Ok(Rendered { text, spans })
+    }
+
+    /// Renders `[user, assistant]` (with a system turn if the template insists) and takes the
+    /// first special token after the assistant's text: `<|im_end|>`, `<|eot_id|>`, `</s>`, ...
+    fn probe_end_of_turn(&self) -> Option<String> {
+        const REPLY: &str = "fastsft probe reply";
+        let turn = |role, content: &str| Message { role, content: content.into(), tool_calls: None, train: None };
+        let probes = [
+            vec![turn(Role::User, "fastsft probe question"), turn(Role::Assistant, REPLY)],
+            vec![turn(Role::System, "fastsft probe system"), turn(Role::User, "fastsft probe question"), turn(Role::Assistant, REPLY)],
+        ];
+        for probe in probes {
+            let values: Vec<Value> = probe.iter().map(message_value).collect();
+            let Ok(text) = self.render_messages(&values, &Value::from(()), false) else { continue };
+            let text = generation::extract(&text).map(|(t, _)| t).unwrap_or(text);
+            let Some(at) = text.rfind(REPLY) else { continue };
+            let after = &text[at + REPLY.len()..];
+            return self
+                .special
+                .special
+                .iter()
+                .filter_map(|token| after.find(token.as_str()).map(|pos| (pos, std::cmp::Reverse(token.len()), token)))
+                .min()
+                .map(|(_, _, token)| token.clone());
+        }
+        None
+    }
+}
+
+fn assistant_indices(conversation: &Conversation) -> impl Iterator<Item = usize> + '_ {
+    conversation.messages.iter().enumerate().filter(|(_, m)| m.role == Role::Assistant).map(|(i, _)| i)
+}
+
+/// The span must hold the message's text (templates may trim it), so that a reply containing
+/// the end-of-turn string itself, or a template that moves text around, is caught.
+fn check_content(message: &Message, span: &str, index: usize) -> std::result::Result<(), Reject> {
+    let content = message.content.trim();
+    if content.is_empty() || span.contains(content) {
+        return Ok(());
+    }
+    Err(Reject::new(
+        RejectReason::SpanNotFound,
+        format!("assistant message {} is not rendered whole inside its turn (does it contain the end-of-turn token?)", index + 1),
+    ))
+}
+
+/// What a template sees of a message: `role`, `content`, and `tool_calls` only where present.
+fn message_value(message: &Message) -> Value {
+    let mut entries: Vec<(&str, Value)> = vec![("role", Value::from(message.role.as_str())), ("content", Value::from(message.content.as_str()))];
+    if let Some(calls) = &message.tool_calls {
+        entries.push(("tool_calls", Value::from_serialize(calls)));
+    }
+    entries.into_iter().collect()
+}
+
+fn template_reject(error: minijinja::Error) -> Reject {
+    let detail = match error.kind() {
+        ErrorKind::InvalidOperation if error.detail().is_some() => error.detail().unwrap_or_default().to_string(),
+        _ => format!("{error:#}"),
+    };
+    Reject::new(RejectReason::TemplateError, detail)
+}
+
+fn raise_exception(message: String) -> std::result::Result<String, minijinja::Error> {
+    Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
+}
+
+fn tojson(value: &Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja::Error> {
+    let indent = match kwargs.get::<Option<Value>>("indent")? {
+        None => None,
+        Some(v) if v.is_none() => None,
+        Some(v) => Some(match v.as_usize() {
+            Some(n) => " ".repeat(n),
+            None => v.as_str().unwrap_or_default().to_string(),
+        }),
+    };
+    let mut options = PyJsonOptions::with_indent(indent);
+    options.ensure_ascii = kwargs.get::<Option<bool>>("ensure_ascii")?.unwrap_or(false);
+    options.sort_keys = kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false);
+    if let Some(separators) = kwargs.get::<Option<Vec<String>>>("separators")? {
+        if let [item, key] = separators.as_slice() {
+            options.item_separator = item.clone();
+            options.key_separator = key.clone();
+        }
+    }
+    kwargs.assert_all_used()?;
+    to_python_json(value, &options)
+        .map(Value::from_safe_string)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))
+}

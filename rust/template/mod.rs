@@ -1,0 +1,130 @@
+//! Conversation → rendered text + the character spans the loss trains on.
+//!
+//! Two renderers: the model's own Jinja template (`jinja.rs`, via minijinja, HF-compatible) and
+//! the built-in ChatML layout (`builtin.rs`). Both return byte spans into the rendered text, one
+//! per assistant message: from the end of the assistant header through the end-of-turn marker
+//! (DESIGN §3). Which spans actually train (last turn only, per-message flags, the end-of-turn
+//! token) is decided in `encode.rs`, not here.
+
+mod builtin;
+mod generation;
+mod jinja;
+pub mod pyjson;
+mod strftime;
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::schema::{Conversation, Reject};
+use crate::source::hex;
+
+/// The trainable span of one assistant message, as byte offsets into the rendered text.
+/// `[eot_start, end)` is the end-of-turn marker (empty when the template has none in the span).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub message: usize,
+    pub start: usize,
+    pub eot_start: usize,
+    pub end: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub text: String,
+    pub spans: Vec<Span>,
+}
+
+/// Token strings the template sees (`bos_token`, ...) and the tokenizer's special tokens, which
+/// is where an end-of-turn marker is looked for.
+#[derive(Debug, Clone, Default)]
+pub struct SpecialTokens {
+    pub named: Vec<(String, String)>,
+    pub special: Vec<String>,
+}
+
+/// Characters that never occur in real text (Unicode noncharacters), used as in-band markers.
+pub(crate) const MARK_START: char = '\u{FDD0}';
+pub(crate) const MARK_END: char = '\u{FDD1}';
+
+pub enum Template {
+    ChatMl(builtin::ChatMl),
+    Jinja(Box<jinja::JinjaTemplate>),
+}
+
+/// Name and hash of the template text, for the manifest and the fingerprint.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TemplateInfo {
+    pub name: String,
+    pub sha256: String,
+}
+
+impl Template {
+    /// `choice`: `None` for the model's own template, `"chatml"` for the built-in one, or a path
+    /// to a `.jinja` file.
+    pub fn load(choice: Option<&str>, tokenizer_dir: &Path, special: SpecialTokens) -> Result<(Template, TemplateInfo)> {
+        match choice {
+            Some("chatml") => {
+                let info = TemplateInfo { name: "chatml (built-in)".into(), sha256: sha256_hex(builtin::ChatMl::DESCRIPTION.as_bytes()) };
+                Ok((Template::ChatMl(builtin::ChatMl), info))
+            }
+            Some(path) => {
+                let source = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+                let info = TemplateInfo { name: path.to_string(), sha256: sha256_hex(source.as_bytes()) };
+                Ok((Template::Jinja(Box::new(jinja::JinjaTemplate::new(&source, special)?)), info))
+            }
+            None => {
+                let (source, name) = model_template(tokenizer_dir)?;
+                let info = TemplateInfo { name, sha256: sha256_hex(source.as_bytes()) };
+                Ok((Template::Jinja(Box::new(jinja::JinjaTemplate::new(&source, special)?)), info))
+            }
+        }
+    }
+
+    pub fn render(&self, conversation: &Conversation) -> std::result::Result<Rendered, Reject> {
+        match self {
+            Template::ChatMl(t) => t.render(conversation),
+            Template::Jinja(t) => t.render(conversation),
+        }
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// The model's own template: `chat_template.jinja` beside `tokenizer.json`, else
+/// `tokenizer_config.json`'s `chat_template` (a string, or a list of named templates of which
+/// "default" is used).
+fn model_template(dir: &Path) -> Result<(String, String)> {
+    let jinja_file = dir.join("chat_template.jinja");
+    if jinja_file.is_file() {
+        let source = std::fs::read_to_string(&jinja_file).map_err(|e| Error::io(&jinja_file, e))?;
+        return Ok((source, "chat_template.jinja".into()));
+    }
+    let config_file = dir.join("tokenizer_config.json");
+    let missing = || {
+        Error::template(format!(
+            "{} has no chat template (no chat_template.jinja, no 'chat_template' in tokenizer_config.json); \
+             pass --template chatml or --template FILE.jinja",
+            dir.display()
+        ))
+    };
+    let Ok(text) = std::fs::read_to_string(&config_file) else { return Err(missing()) };
+    let config: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Tokenizer { path: config_file.clone(), detail: format!("invalid JSON: {e}") })?;
+    match config.get("chat_template") {
+        Some(serde_json::Value::String(s)) => Ok((s.clone(), "tokenizer_config.json".into())),
+        Some(serde_json::Value::Array(list)) => list
+            .iter()
+            .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+            .and_then(|t| t.get("template").and_then(|s| s.as_str()))
+            .map(|s| (s.to_string(), "tokenizer_config.json (default)".into()))
+            .ok_or_else(missing),
+        _ => Err(missing()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

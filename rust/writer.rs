@@ -1,0 +1,193 @@
+//! Streaming `.npy` writers and the atomic dataset directory (DESIGN §2).
+//!
+//! Everything is written into a temporary sibling directory (`.OUT.fastsft-tmp-PID`); only when
+//! every array, `rejects.jsonl` and `manifest.json` are complete and synced is it renamed to
+//! `OUT`. A crash, a kill or a full disk leaves at most a temporary directory, never something
+//! that looks like a finished dataset.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Fixed header size: numpy's v1.0 header padded to 128 bytes leaves room for any 64-bit shape,
+/// so the header is rewritten in place once the length is known.
+const HEADER_LEN: usize = 128;
+
+pub struct NpyWriter {
+    path: PathBuf,
+    file: BufWriter<File>,
+    descr: &'static str,
+    item_size: usize,
+    row_len: Option<usize>,
+    items: u64,
+}
+
+impl NpyWriter {
+    /// `descr`: numpy dtype string (`<u2`, `<u4`, `|u1`, `<i8`); `row_len`: `Some(k)` for a 2-D
+    /// array of shape `(rows, k)`.
+    pub fn create(path: PathBuf, descr: &'static str, item_size: usize, row_len: Option<usize>) -> Result<Self> {
+        let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let mut writer = NpyWriter { path, file: BufWriter::with_capacity(1 << 20, file), descr, item_size, row_len, items: 0 };
+        let header = writer.header();
+        writer.file.write_all(&header).map_err(|e| Error::io(&writer.path, e))?;
+        Ok(writer)
+    }
+
+    fn header(&self) -> Vec<u8> {
+        let shape = match self.row_len {
+            None => format!("({},)", self.items),
+            Some(k) => format!("({}, {})", self.items / k as u64, k),
+        };
+        let dict = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}", self.descr, shape);
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        header.extend_from_slice(b"\x93NUMPY\x01\x00");
+        header.extend_from_slice(&((HEADER_LEN - 10) as u16).to_le_bytes());
+        header.extend_from_slice(dict.as_bytes());
+        header.resize(HEADER_LEN - 1, b' ');
+        header.push(b'\n');
+        header
+    }
+
+    pub fn write_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        self.items += (bytes.len() / self.item_size) as u64;
+        self.file.write_all(bytes).map_err(|e| Error::io(&self.path, e))
+    }
+
+    pub fn write_u8(&mut self, values: &[u8]) -> Result<()> {
+        self.write_bytes(values)
+    }
+
+    pub fn write_i64(&mut self, values: &[i64]) -> Result<()> {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.write_bytes(&bytes)
+    }
+
+    /// Token ids as `<u2` or `<u4`, whichever this writer was created for.
+    pub fn write_ids(&mut self, ids: &[u32]) -> Result<()> {
+        let bytes: Vec<u8> = if self.item_size == 2 {
+            ids.iter().flat_map(|&v| (v as u16).to_le_bytes()).collect()
+        } else {
+            ids.iter().flat_map(|v| v.to_le_bytes()).collect()
+        };
+        self.write_bytes(&bytes)
+    }
+
+    pub fn finish(mut self) -> Result<()> {
+        let header = self.header();
+        let path = self.path.clone();
+        let io = |e| Error::io(&path, e);
+        self.file.flush().map_err(io)?;
+        let mut file = self.file.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        file.write_all(&header).map_err(io)?;
+        file.sync_all().map_err(io)
+    }
+}
+
+/// The output directory being written: a temporary name until [`OutputDir::commit`].
+pub struct OutputDir {
+    pub tmp: PathBuf,
+    pub target: PathBuf,
+    overwrite: bool,
+}
+
+impl OutputDir {
+    /// Refuses an existing target without `overwrite`, and never replaces something that is not a
+    /// fastsft dataset (no `manifest.json`), even with it: `-o ~` must not delete a home directory.
+    pub fn create(target: &Path, overwrite: bool) -> Result<Self> {
+        if target.exists() {
+            if !overwrite {
+                return Err(Error::OutputExists { path: target.to_path_buf() });
+            }
+            if !is_replaceable(target) {
+                return Err(Error::config(format!(
+                    "{} exists and is not a fastsft dataset (no manifest.json); refusing to replace it even with --overwrite",
+                    target.display()
+                )));
+            }
+        }
+        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+        let parent = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        let tmp = parent.join(format!(".{name}.fastsft-tmp-{}", std::process::id()));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        Ok(OutputDir { tmp, target: target.to_path_buf(), overwrite })
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.tmp.join(name)
+    }
+
+    /// Moves the finished directory into place (replacing an old dataset only when allowed).
+    pub fn commit(self) -> Result<()> {
+        if let Ok(dir) = File::open(&self.tmp) {
+            let _ = dir.sync_all();
+        }
+        if self.target.exists() {
+            if !self.overwrite {
+                return Err(Error::OutputExists { path: self.target.clone() });
+            }
+            let old = self.tmp.with_extension("old");
+            fs::rename(&self.target, &old).map_err(|e| Error::io(&self.target, e))?;
+            fs::rename(&self.tmp, &self.target).map_err(|e| Error::io(&self.target, e))?;
+            fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+        } else {
+            fs::rename(&self.tmp, &self.target).map_err(|e| Error::io(&self.target, e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the temporary directory after a failure.
+    pub fn abandon(self) {
+        let _ = fs::remove_dir_all(&self.tmp);
+    }
+}
+
+fn is_replaceable(path: &Path) -> bool {
+    path.is_dir() && path.join("manifest.json").is_file()
+}
+
+/// Writes `contents` to `path` and syncs it.
+pub fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
+    let mut file = File::create(path).map_err(|e| Error::io(path, e))?;
+    file.write_all(contents).map_err(|e| Error::io(path, e))?;
+    file.sync_all().map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_header_is_numpy_v1_and_aligned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.npy");
+        let mut writer = NpyWriter::create(path.clone(), "<i8", 8, Some(2)).unwrap();
+        writer.write_i64(&[1, 2, 3, 4, 5, 6]).unwrap();
+        writer.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]) as usize + 10, HEADER_LEN);
+        let header = std::str::from_utf8(&bytes[10..HEADER_LEN]).unwrap();
+        assert!(header.starts_with("{'descr': '<i8', 'fortran_order': False, 'shape': (3, 2), }"));
+        assert!(header.ends_with('\n'));
+        assert_eq!(bytes.len(), HEADER_LEN + 48);
+        assert_eq!(&bytes[HEADER_LEN..HEADER_LEN + 8], &1i64.to_le_bytes());
+    }
+
+    #[test]
+    fn refuses_to_replace_a_directory_that_is_not_a_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("precious.txt"), "x").unwrap();
+        assert!(matches!(OutputDir::create(&target, false), Err(Error::OutputExists { .. })));
+        assert!(matches!(OutputDir::create(&target, true), Err(Error::Config { .. })));
+        assert!(target.join("precious.txt").exists());
+    }
+}
