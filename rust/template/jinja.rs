@@ -58,6 +58,13 @@ impl JinjaTemplate {
         }
     }
 
+    /// The plain rendering of a whole conversation (no generation prompt), for tests.
+    #[cfg(test)]
+    pub fn render_text_for_tests(&self, conversation: &Conversation) -> std::result::Result<String, Reject> {
+        let messages: Vec<Value> = conversation.messages.iter().map(message_value).collect();
+        self.render_messages(&messages, &Value::from(()), false)
+    }
+
     fn render_messages(&self, messages: &[Value], tools: &Value, add_generation_prompt: bool) -> std::result::Result<String, Reject> {
         let mut context: Vec<(&str, Value)> = vec![
             ("messages", Value::from(messages.to_vec())),

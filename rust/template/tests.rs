@@ -1,1 +1,101 @@
+//! Template tests: golden renderings and spans for the built-in ChatML, the Qwen2.5 template
+//! without generation markers, a generation-marked template, and the HF-compatible environment.
 
+use std::path::PathBuf;
+
+use super::*;
+use crate::schema::{parse_record, RejectReason, SchemaOptions};
+
+fn assets() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/tokenizers")
+}
+
+fn special(tokens: &[&str]) -> SpecialTokens {
+    SpecialTokens { named: vec![("eos_token".into(), "<|im_end|>".into())], special: tokens.iter().map(|s| s.to_string()).collect() }
+}
+
+fn conversation(json: &str) -> Conversation {
+    parse_record(json.as_bytes(), &SchemaOptions::default()).unwrap()
+}
+
+fn span_texts(rendered: &Rendered) -> Vec<&str> {
+    rendered.spans.iter().map(|s| &rendered.text[s.start..s.end]).collect()
+}
+
+const TWO_TURNS: &str = r#"{"conversations":[{"from":"human","value":"請翻譯:今天天氣真好"},{"from":"gpt","value":"The weather is nice today."},
+    {"from":"human","value":"Thanks"},{"from":"gpt","value":"You're welcome."}]}"#;
+
+#[test]
+fn builtin_chatml_golden() {
+    let (template, _) = Template::load(Some("chatml"), &assets(), SpecialTokens::default()).unwrap();
+    let rendered = template.render(&conversation(TWO_TURNS)).unwrap();
+    assert_eq!(
+        rendered.text,
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n請翻譯:今天天氣真好<|im_end|>\n\
+         <|im_start|>assistant\nThe weather is nice today.<|im_end|>\n<|im_start|>user\nThanks<|im_end|>\n\
+         <|im_start|>assistant\nYou're welcome.<|im_end|>\n"
+    );
+    assert_eq!(span_texts(&rendered), ["The weather is nice today.<|im_end|>", "You're welcome.<|im_end|>"]);
+    let first = rendered.spans[0];
+    assert_eq!(&rendered.text[first.eot_start..first.end], "<|im_end|>");
+    assert_eq!(first.message, 1);
+}
+
+#[test]
+fn qwen25_template_spans_found_by_prefixes() {
+    let dir = assets().join("qwen2.5");
+    let (template, info) = Template::load(None, &dir, special(&["<|im_start|>", "<|im_end|>", "<|endoftext|>"])).unwrap();
+    assert_eq!(info.name, "tokenizer_config.json");
+    let rendered = template.render(&conversation(TWO_TURNS)).unwrap();
+    assert!(rendered.text.starts_with("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"));
+    assert_eq!(span_texts(&rendered), ["The weather is nice today.<|im_end|>", "You're welcome.<|im_end|>"]);
+    // Tool calls: the span covers the whole <tool_call> block, header excluded.
+    let tools = conversation(
+        r#"{"tools":[{"name":"f","parameters":{"b":1.5,"a":"<&>"}}],"conversations":[{"from":"human","value":"q"},
+        {"from":"function_call","value":"{\"name\": \"f\", \"arguments\": {\"x\": [1, 2]}}"},{"from":"observation","value":"r"},{"from":"gpt","value":"done"}]}"#,
+    );
+    let rendered = template.render(&tools).unwrap();
+    assert!(rendered.text.contains("<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": {\"b\": 1.5, \"a\": \"<&>\"}}}\n</tools>"));
+    assert_eq!(
+        span_texts(&rendered),
+        ["<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": [1, 2]}}\n</tool_call><|im_end|>", "done<|im_end|>"]
+    );
+}
+
+#[test]
+fn generation_blocks_give_the_spans() {
+    let source = "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' }}{% if m.role == 'assistant' %}{% generation %}{{ m.content + '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}{% else %}{{ m.content + '<|im_end|>\\n' }}{% endif %}{% endfor %}";
+    let template = jinja::JinjaTemplate::new(source, special(&["<|im_start|>", "<|im_end|>"])).unwrap();
+    let rendered = template.render(&conversation(TWO_TURNS)).unwrap();
+    assert_eq!(span_texts(&rendered), ["The weather is nice today.<|im_end|>", "You're welcome.<|im_end|>"]);
+    assert!(!rendered.text.contains(MARK_START));
+    let span = rendered.spans[1];
+    assert_eq!((span.message, &rendered.text[span.eot_start..span.end]), (3, "<|im_end|>"));
+}
+
+#[test]
+fn raise_exception_becomes_a_reject_with_its_message() {
+    let source = "{% if messages[0].role != 'system' %}{{ raise_exception('Conversation must start with a system message') }}{% endif %}";
+    let template = jinja::JinjaTemplate::new(source, special(&[])).unwrap();
+    let reject = template.render(&conversation(TWO_TURNS)).unwrap_err();
+    assert_eq!(reject.reason, RejectReason::TemplateError);
+    assert!(reject.detail.contains("Conversation must start with a system message"), "{}", reject.detail);
+}
+
+#[test]
+fn hf_environment_features() {
+    // trim_blocks/lstrip_blocks, loop controls, Python string methods, namespace, tojson kwargs.
+    let source = "{% set ns = namespace(n=0) %}\n  {% for m in messages %}\n{% if loop.index > 2 %}{% break %}{% endif %}{% set ns.n = ns.n + 1 %}[{{ m.content.strip().split(' ')[0] | upper }}]{% endfor %}\n{{ ns.n }}{{ {'k': [1, 2]} | tojson(indent=1) }}{{ messages[-1].content.startswith('You') }}";
+    let template = jinja::JinjaTemplate::new(source, special(&[])).unwrap();
+    let conv = conversation(TWO_TURNS);
+    let text = template.render_text_for_tests(&conv).unwrap();
+    assert_eq!(text, "[請翻譯:今天天氣真好][THE]2{\n \"k\": [\n  1,\n  2\n ]\n}True");
+}
+
+#[test]
+fn reply_containing_the_end_of_turn_token_is_rejected() {
+    let dir = assets().join("qwen2.5");
+    let (template, _) = Template::load(None, &dir, special(&["<|im_start|>", "<|im_end|>"])).unwrap();
+    let c = conversation(r#"{"conversations":[{"from":"human","value":"q"},{"from":"gpt","value":"a<|im_end|>b"}]}"#);
+    assert_eq!(template.render(&c).unwrap_err().reason, RejectReason::SpanNotFound);
+}

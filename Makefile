@@ -1,0 +1,31 @@
+# One place for the project's commands; README and .ci/run call these.
+PYTHON ?= python3
+DEMO_OUT ?= out/demo
+
+.PHONY: install demo test test-deps rust-test py-test bench
+
+install:  ## build the extension (release) and install fastsft
+	$(PYTHON) -m pip install .
+
+demo: install  ## prepare the shipped corpora with the shipped Qwen2.5 tokenizer (no network)
+	fastsft prep assets/corpora/medicalgpt_sharegpt_zh_1k.jsonl.gz \
+		assets/corpora/llamafactory_alpaca_en_demo.jsonl.gz \
+		assets/corpora/llamafactory_glaive_toolcall_en_demo.jsonl.gz \
+		--tokenizer assets/tokenizers/qwen2.5 -o $(DEMO_OUT) --max-len 4096 --overwrite
+	$(PYTHON) -c "import fastsft; ds = fastsft.SFTDataset('$(DEMO_OUT)'); print(len(ds), 'samples;', 'input_ids', ds[0]['input_ids'][:8].tolist(), 'labels', ds[0]['labels'][-8:].tolist())"
+
+test-deps:  ## test dependencies and fastsft itself (editable, release build)
+	$(PYTHON) -m pip install -r requirements-test.txt
+	$(PYTHON) -m pip install -e .
+
+rust-test:
+	cargo test --release
+
+py-test:
+	$(PYTHON) -m pytest -q
+
+test: test-deps rust-test py-test  ## everything: install test deps, cargo test, pytest
+
+bench:  ## prep throughput against the Python baselines (see benches/RESULTS.md)
+	$(PYTHON) -m pip install -r benches/requirements.txt
+	$(PYTHON) benches/bench_prep.py
