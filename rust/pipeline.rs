@@ -75,6 +75,9 @@ pub struct Counts {
     pub truncated: u64,
     pub tokens: u64,
     pub trained_tokens: u64,
+    /// The first reject of each reason, `file:line: detail`, for error messages.
+    #[serde(skip)]
+    pub first_reject: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -229,6 +232,10 @@ fn write_chunk(
                 }
                 counts.rejected += 1;
                 *counts.rejected_by_reason.entry(reject.reason.code().to_string()).or_default() += 1;
+                counts
+                    .first_reject
+                    .entry(reject.reason.code().to_string())
+                    .or_insert_with(|| format!("{file}:{}: {}", record.line, reject.detail));
                 let line = serde_json::json!({"file": file, "line": record.line, "reason": reject.reason.code(), "detail": reject.detail});
                 writeln!(files.rejects, "{line}").map_err(|e| Error::io(&files.rejects_path, e))?;
             }
@@ -251,11 +258,12 @@ fn check_rejects(config: &PrepConfig, counts: &Counts) -> Result<()> {
         "unknown_role" => "; map unusual role names with --role-map NAME=user|assistant|system|tool",
         "too_long" => "; raise --max-len or use --truncation right",
         "template_error" => "; the chat template refused these conversations (see rejects.jsonl for its messages)",
-        _ => "; see rejects.jsonl in the message above for details",
+        _ => "",
     };
+    let example = counts.first_reject.get(reason).map(|e| format!("; first: {e}")).unwrap_or_default();
     Err(Error::TooManyRejects {
         detail: format!(
-            "{} of {} records rejected ({:.1}%{}); most common reason: {reason} ({n} records){hint}",
+            "{} of {} records rejected ({:.1}%{}); most common reason: {reason} ({n} records){example}{hint}",
             counts.rejected,
             counts.read,
             fraction * 100.0,
