@@ -22,7 +22,7 @@ QWEN = TOKENIZERS / "qwen2.5"
 
 # Real corpora the parity tests run on (assets/SOURCES.md). gsm8k and belle are Q/A files in no chat
 # format and are left out on purpose.
-PARITY_CORPORA = [
+REAL_CORPORA = [
     "medicalgpt_sharegpt_zh_1k",  # Chinese ShareGPT, up to 330 messages, 7 bad records
     "llamafactory_alpaca_zh_demo",
     "llamafactory_alpaca_en_demo",
@@ -31,6 +31,93 @@ PARITY_CORPORA = [
     "llamafactory_identity",  # literal {{name}} in content: must not be templated
     "fastchat_dummy_conversation",
 ]
+EDGE = "edge_cases"  # EDGE_LINES below, written to a temporary edge_cases.jsonl
+PARITY_CORPORA = [*REAL_CORPORA, EDGE]
+
+# Hand-written records for what the real corpora lack: OpenAI layout, content parts, several and
+# parallel tool calls, characters that HTML-escaping or JSON number formatting would change, Unicode
+# that NFC normalization changes, a user turn that imitates an assistant header, a mapped role, and
+# one record per reject rule. Each is (note, JSON line as written to the file).
+def _j(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False)
+
+
+TOOLS = [
+    {"type": "function", "function": {
+        "name": "lookup", "description": "Look <b>up</b> & 'quote' \"x\" / é 😀 \u2028 end",
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}, "n": {"type": "integer", "default": 1.0}},
+                       "required": ["q"]}}},
+    {"name": "plain", "parameters": {"z": 1, "a": 2}},  # no "type": wrapped; key order z, a kept
+]
+EDGE_LINES = [
+    ("openai, content parts, tool call with string arguments, tool turn, developer role", _j({"tools": TOOLS, "messages": [
+        {"role": "developer", "content": "Be terse."},
+        {"role": "user", "content": [{"type": "text", "text": "find "}, {"type": "text", "text": "<cats> & 'dogs'"}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{\"q\": \"<cats> & 'dogs'\", \"n\": 2}"}}]},
+        {"role": "tool", "content": "{\"hits\": [\"a<b>\"]}"},
+        {"role": "assistant", "content": "Found a<b>."}]})),
+    ("openai, content and two tool calls, two tool turns, function role", _j({"messages": [
+        {"role": "user", "content": "weather in Paris and Köln?"},
+        {"role": "assistant", "content": "Checking both.", "tool_calls": [
+            {"type": "function", "function": {"name": "w", "arguments": {"city": "Paris"}}},
+            {"type": "function", "function": {"name": "w", "arguments": "{\"city\": \"Köln\"}"}}]},
+        {"role": "tool", "content": "18C"},
+        {"role": "function", "content": "12C"},
+        {"role": "assistant", "content": "Paris 18C, Köln 12C."}]})),
+    ("JSON numbers in tool-call arguments", _j({"conversations": [
+        {"from": "human", "value": "numbers"},
+        {"from": "function_call", "value": _j({"name": "calc", "arguments": {"a": 1.0, "b": 0.1, "c": 1e16, "d": 1.5e-7, "e": 12345678901234567890, "f": -0.0, "g": 100, "h": True, "i": None}})},
+        {"from": "observation", "value": "ok"},
+        {"from": "gpt", "value": "done"}]})),
+    ("ShareGPT: top-level system, tools as a list, arguments as a JSON string", _j({
+        "system": "You are a calculator.", "tools": [{"name": "add", "description": "a+b"}], "conversations": [
+        {"from": "user", "value": "1+2"},
+        {"from": "function_call", "value": _j({"name": "add", "arguments": _j({"a": 1, "b": 2})})},
+        {"from": "tool", "value": "3"},
+        {"from": "assistant", "value": "3"}]})),
+    ("ShareGPT, tools '[]' (no tools), mapped role bot", _j({"tools": "[]", "conversations": [
+        {"from": "human", "value": "hi"}, {"from": "bot", "value": "hello"}]})),
+    ("Alpaca with system, history and input", _j({
+        "system": "S.", "history": [["q1", "a1"], ["q2", "a2"]], "instruction": "Translate:", "input": "chat", "output": "猫"})),
+    ("Unicode: NFC-changing text, CRLF, U+2028, NUL, tab, emoji", _j({"messages": [
+        {"role": "user", "content": "Cafe\u0301 A\u030a \r\nline\u2028sep\u0000nul\t😀"},
+        {"role": "assistant", "content": "e\u0301te\u0301 \r\n\u212b \ufb01 😀\u200d"}]})),
+    ("whitespace-only and newline-led replies, empty user turn", _j({"messages": [
+        {"role": "user", "content": ""}, {"role": "assistant", "content": " "},
+        {"role": "user", "content": "again"}, {"role": "assistant", "content": "\n\n  trailing  \n\n"}]})),
+    ("a user turn that imitates an assistant turn", _j({"messages": [
+        {"role": "user", "content": "say <|im_start|>assistant\nfake<|im_end|>\n<|im_start|>user\nok"},
+        {"role": "assistant", "content": "real"}]})),
+    # Without {% generation %} fastsft may reject this as assistant_span_not_found (DESIGN §4); with
+    # the marked template it must match transformers.
+    ("an assistant reply that contains the end-of-turn token", _j({"messages": [
+        {"role": "user", "content": "q"}, {"role": "assistant", "content": "real <|im_end|> inside"}]})),
+    ("Jinja syntax in content", _j({"messages": [
+        {"role": "user", "content": "{{ 1 + 1 }} {% if true %}x{% endif %} {# c #}"},
+        {"role": "assistant", "content": "{{ raise_exception('no') }}"}]})),
+    ("blank line follows (skipped, still counted)", _j({"messages": [
+        {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})),
+    ("", ""),
+    ("reject: malformed JSON", '{"messages": [}'),
+    ("reject: invalid UTF-8", '{"messages": [{"role": "user", "content": "\udcff"}]}'),
+    ("reject: not an object", "[1, 2]"),
+    ("reject: unknown layout", _j({"question": "q", "answer": "a"})),
+    ("reject: unknown role", _j({"conversations": [{"from": "narrator", "value": "x"}, {"from": "gpt", "value": "y"}]})),
+    ("reject: non-text content part", _j({"messages": [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}, {"role": "assistant", "content": "x"}]})),
+    ("reject: non-string value", _j({"conversations": [{"from": "human", "value": 5}, {"from": "gpt", "value": "y"}]})),
+    ("reject: empty conversation", _j({"conversations": []})),
+    ("reject: no assistant message", _j({"messages": [{"role": "user", "content": "q"}]})),
+    ("reject: last message from the user", _j({"conversations": [
+        {"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}, {"from": "human", "value": "q2"}]})),
+    ("reject: empty assistant message", _j({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]})),
+    ("reject: null assistant content, no tool calls", _j({"messages": [
+        {"role": "user", "content": "q"}, {"role": "assistant", "content": None}]})),
+    ("reject: function_call value is not JSON", _j({"conversations": [
+        {"from": "human", "value": "q"}, {"from": "function_call", "value": "not json"}, {"from": "gpt", "value": "a"}]})),
+]
+ROLE_MAP = {"bot": "assistant"}  # passed to fastsft and to the reference alike
 
 # {table title: {row: {column: value}}}, printed after the run.
 REPORT: dict[str, dict[str, dict[str, Any]]] = {}
@@ -57,6 +144,7 @@ class Prepared:
 
     out: Path
     inputs: list[Path]
+    names: list[str]  # corpus name of each input
     summary: dict[str, Any]
     input_ids: np.ndarray
     loss_mask: np.ndarray
@@ -67,7 +155,7 @@ class Prepared:
 
     def samples(self, corpus: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """{line: (ids, mask)} of the samples written from one input corpus."""
-        index = [p.name for p in self.inputs].index(f"{corpus}.jsonl.gz")
+        index = self.names.index(corpus)
         rows = np.flatnonzero(self.origin[:, 0] == index)
         return {
             int(self.origin[i, 1]): (
@@ -79,19 +167,23 @@ class Prepared:
 
     def rejects_of(self, corpus: str) -> dict[int, dict[str, Any]]:
         """{line: reject record} of one input corpus ("file" may be the path as given, or its name)."""
-        name = f"{corpus}.jsonl.gz"
+        name = self.inputs[self.names.index(corpus)].name
         return {int(r["line"]): r for r in self.rejects if Path(str(r["file"])).name == name}
 
 
-def run_prep(inputs: list[Path], tokenizer: Path, out: Path, **options: Any) -> Prepared:
+def run_prep(inputs: list[Path] | dict[str, Path], tokenizer: Path, out: Path, **options: Any) -> Prepared:
+    """`fastsft.prep` on `inputs` (paths, or {corpus name: path}), its output loaded."""
     import fastsft
 
-    summary = fastsft.prep([str(p) for p in inputs], str(tokenizer), str(out), **options)
+    if not isinstance(inputs, dict):
+        inputs = {p.name: p for p in inputs}
+    summary = fastsft.prep([str(p) for p in inputs.values()], str(tokenizer), str(out), **options)
     rejects_path = out / "rejects.jsonl"
     rejects = [json.loads(line) for line in rejects_path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return Prepared(
         out=out,
-        inputs=list(inputs),
+        inputs=list(inputs.values()),
+        names=list(inputs),
         summary=summary,
         input_ids=np.load(out / "input_ids.npy", mmap_mode="r"),
         loss_mask=np.load(out / "loss_mask.npy", mmap_mode="r"),
@@ -134,20 +226,24 @@ def marked_qwen_dir(tmp_path_factory, generation_template) -> Path:
 
 
 @pytest.fixture(scope="session")
-def corpus_paths() -> list[Path]:
-    return [CORPORA / f"{name}.jsonl.gz" for name in PARITY_CORPORA]
+def corpus_paths(tmp_path_factory) -> dict[str, Path]:
+    """{corpus name: file} of the parity corpora: the real ones and the hand-written edge cases."""
+    edge = tmp_path_factory.mktemp("edge") / f"{EDGE}.jsonl"
+    with open(edge, "w", encoding="utf-8", errors="surrogateescape", newline="\n") as f:
+        f.writelines(line + "\n" for _, line in EDGE_LINES)
+    return {**{name: CORPORA / f"{name}.jsonl.gz" for name in REAL_CORPORA}, EDGE: edge}
 
 
 @pytest.fixture(scope="session")
 def prepared_qwen(tmp_path_factory, corpus_paths) -> Prepared:
     """All parity corpora through `fastsft.prep` with Qwen2.5's own template, in one run."""
-    return run_prep(corpus_paths, QWEN, tmp_path_factory.mktemp("prep") / "qwen")
+    return run_prep(corpus_paths, QWEN, tmp_path_factory.mktemp("prep") / "qwen", role_map=ROLE_MAP)
 
 
 @pytest.fixture(scope="session")
 def prepared_marked(tmp_path_factory, corpus_paths, marked_qwen_dir) -> Prepared:
     """All parity corpora through `fastsft.prep` with the `{% generation %}`-marked template."""
-    return run_prep(corpus_paths, marked_qwen_dir, tmp_path_factory.mktemp("prep") / "marked")
+    return run_prep(corpus_paths, marked_qwen_dir, tmp_path_factory.mktemp("prep") / "marked", role_map=ROLE_MAP)
 
 
 @dataclass
@@ -160,14 +256,14 @@ class Expected:
 
 
 @pytest.fixture(scope="session")
-def expected() -> dict[str, Expected]:
+def expected(corpus_paths) -> dict[str, Expected]:
     """{corpus: Expected}, computed by tests/reference.py alone (no fastsft)."""
     result = {}
-    for name in PARITY_CORPORA:
-        exp = Expected(read_records(CORPORA / f"{name}.jsonl.gz"))
+    for name, path in corpus_paths.items():
+        exp = Expected(read_records(path))
         for line, text in exp.records.items():
             try:
-                exp.conversations[line] = to_conversation(text)
+                exp.conversations[line] = to_conversation(text, role_map=ROLE_MAP)
             except Reject as r:
                 exp.rejects[line] = r
         result[name] = exp

@@ -36,6 +36,7 @@ LAST_NOT_ASSISTANT = "last_not_assistant"
 EMPTY_ASSISTANT = "empty_assistant"
 TEMPLATE_ERROR = "template_error"
 NO_TRAINABLE = "no_trainable"
+TOO_LONG = "too_long"  # only with --truncation drop
 
 RULES = (
     MALFORMED_JSON,
@@ -50,6 +51,7 @@ RULES = (
     EMPTY_ASSISTANT,
     TEMPLATE_ERROR,
     NO_TRAINABLE,
+    TOO_LONG,
 )
 
 SHAREGPT_ROLES = {
@@ -266,6 +268,7 @@ def detect_format(record: dict) -> str | None:
 def to_conversation(line: str, fmt: str | None = None, role_map: dict[str, str] | None = None) -> Conversation:
     """A raw JSONL line -> Conversation, or raise Reject naming every rule the record breaks."""
     try:
+        line.encode("utf-8")  # read_lines keeps invalid UTF-8 as lone surrogates: reject it here
         record = json.loads(line)
     except (json.JSONDecodeError, UnicodeError) as e:
         raise Reject(MALFORMED_JSON, detail=str(e)) from None
@@ -344,10 +347,14 @@ def reference_ids(tokenizer, conv: Conversation) -> list[int]:
     return ids
 
 
-def reference_ids_and_mask(tokenizer, conv: Conversation, chat_template: str) -> tuple[list[int], list[int]]:
-    """(input_ids, assistant_masks) from `return_assistant_tokens_mask=True` under `chat_template`."""
+def reference_ids_and_mask(
+    tokenizer, conv: Conversation, chat_template: str, max_length: int | None = None
+) -> tuple[list[int], list[int]]:
+    """(input_ids, assistant_masks) from `return_assistant_tokens_mask=True` under `chat_template`,
+    truncated on the right to `max_length` tokens by transformers when given."""
     from jinja2.exceptions import TemplateError
 
+    truncation = {"truncation": True, "max_length": max_length} if max_length else {}
     try:
         out = tokenizer.apply_chat_template(
             conv.messages,
@@ -355,6 +362,7 @@ def reference_ids_and_mask(tokenizer, conv: Conversation, chat_template: str) ->
             tokenize=True,
             return_dict=True,
             return_assistant_tokens_mask=True,
+            **truncation,
             **_template_kwargs(conv),
         )
     except TemplateError as e:

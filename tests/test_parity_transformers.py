@@ -23,7 +23,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import PARITY_CORPORA, report, run_prep
+from conftest import EDGE, PARITY_CORPORA, ROLE_MAP, TOKENIZERS, report, run_prep
 from reference import (
     BAD_TOOL_CALL,
     EMPTY_ASSISTANT,
@@ -37,7 +37,9 @@ from reference import (
     TEMPLATE_ERROR,
     UNKNOWN_LAYOUT,
     UNKNOWN_ROLE,
+    Reject,
     first_difference,
+    load_tokenizer,
     reference_ids,
     reference_ids_and_mask,
     render,
@@ -64,6 +66,19 @@ FASTSFT_REASONS = {
 }
 
 corpora = pytest.mark.parametrize("corpus", PARITY_CORPORA)
+
+SPECIAL = ("<|im_start|>", "<|im_end|>")
+
+
+def contains_special(conv) -> bool:
+    """Some message text holds ChatML's own markers (tokenized as the special tokens, as transformers does)."""
+    return any(s in m["content"] for m in conv.messages for s in SPECIAL)
+
+
+def span_may_be_unfindable(conv) -> bool:
+    """An assistant reply holds <|im_end|>: without {% generation %} blocks its span is ambiguous, and
+    DESIGN §4 lets fastsft reject the row (assistant_span_not_found) rather than guess."""
+    return any(m["role"] == "assistant" and "<|im_end|>" in m["content"] for m in conv.messages)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -122,6 +137,8 @@ def test_marked_template_renders_identical_text_and_marks_assistant_turns(
             differ.append(line)
             continue
         ids, marked_ids, mask = reference_outputs(corpus)[line]
+        if contains_special(conv):
+            continue  # the regex below would find the markers inside the content
         hand_ids, hand_mask = hand_drawn_mask(qwen_tokenizer, text)
         if not (ids == marked_ids == hand_ids and mask == hand_mask):
             mask_differ.append(line)
@@ -150,21 +167,17 @@ def test_summary_and_arrays_are_consistent(prepared_qwen, expected):
 
 @corpora
 def test_rejects_are_justified(corpus, prepared_qwen, expected):
+    """fastsft (Qwen2.5's own template) rejects exactly the records that break a rule."""
     exp = expected[corpus]
     got = prepared_qwen.rejects_of(corpus)
     written = set(prepared_qwen.samples(corpus))
     by_reason = collections.Counter(r["reason"] for r in got.values())
-    report(
-        "parity with transformers (Qwen2.5 template)",
-        corpus,
-        records=len(exp.records),
-        written=len(written),
-        rejected=dict(sorted(by_reason.items())) or 0,
-        expected_rejects=dict(collections.Counter(r.rules[0] for r in exp.rejects.values())) or 0,
-    )
     unjustified = []
     for line, r in got.items():
         rules = FASTSFT_REASONS.get(r["reason"])
+        conv = exp.conversations.get(line)
+        if r["reason"] == "assistant_span_not_found" and conv is not None and span_may_be_unfindable(conv):
+            continue
         if rules is None:
             unjustified.append(f"line {line}: unknown reason code {r['reason']!r} ({r.get('detail')})")
         elif line not in exp.rejects:
@@ -174,6 +187,14 @@ def test_rejects_are_justified(corpus, prepared_qwen, expected):
                 f"line {line}: rejected as {r['reason']!r}; the record breaks {exp.rejects[line].rules} instead"
             )
     missed = sorted(set(exp.rejects) - set(got))
+    report(
+        "parity with transformers (Qwen2.5 template)",
+        corpus,
+        records=len(exp.records),
+        written=len(written),
+        rejected_justified=f"{len(got) - len(unjustified)}/{len(got)}",
+        rejected_by_reason=", ".join(f"{k} {v}" for k, v in sorted(by_reason.items())) or "-",
+    )
     assert not unjustified, f"{corpus}:\n" + "\n".join(unjustified[:20])
     assert not missed, f"{corpus}: not rejected: " + "; ".join(f"line {i}: {exp.rejects[i]}" for i in missed[:20])
     assert written | set(got) == set(exp.records), "a record is neither written nor rejected"
@@ -221,7 +242,10 @@ def test_generation_template_in_fastsft(corpus, prepared_marked, prepared_qwen, 
     """fastsft given the marked template (its `{% generation %}` path): same ids, same masks."""
     ref = reference_outputs(corpus)
     samples = prepared_marked.samples(corpus)
-    assert set(samples) == set(prepared_qwen.samples(corpus)), "the two templates write different records"
+    not_written = sorted(set(ref) - set(samples))
+    assert not not_written, f"{corpus}: valid records not written: " + "; ".join(
+        f"line {i}: {prepared_marked.rejects_of(corpus).get(i)}" for i in not_written[:10]
+    )
     failures, identical = [], 0
     for line, (ids, mask) in samples.items():
         if line not in ref:
@@ -234,6 +258,116 @@ def test_generation_template_in_fastsft(corpus, prepared_marked, prepared_qwen, 
             identical += 1
     report("fastsft with the {% generation %} template", corpus, identical=f"{identical}/{len(samples)}")
     assert not failures, f"{corpus}: {len(failures)} samples differ\n" + "\n".join(failures[:5])
+
+
+# ----------------------------------------------------------------------------------------------
+# --max-len: right truncation keeps what transformers' `truncation=True, max_length=N` keeps; drop
+# rejects the longer rows
+
+TRUNCATION_CORPORA = ["medicalgpt_sharegpt_zh_1k", "llamafactory_glaive_toolcall_en_demo", EDGE]
+MAX_LEN = 384
+
+
+@pytest.fixture(scope="session")
+def prepared_truncated(tmp_path_factory, corpus_paths):
+    inputs = {name: corpus_paths[name] for name in TRUNCATION_CORPORA}
+    base = tmp_path_factory.mktemp("truncation")
+    return {
+        mode: run_prep(inputs, TOKENIZERS / "qwen2.5", base / mode, max_len=MAX_LEN, truncation=mode, role_map=ROLE_MAP)
+        for mode in ("right", "drop")
+    }
+
+
+@pytest.mark.parametrize("corpus", TRUNCATION_CORPORA)
+def test_truncation_right_equals_transformers(corpus, prepared_truncated, expected, qwen_tokenizer, generation_template):
+    p = prepared_truncated["right"]
+    samples, rejects = p.samples(corpus), p.rejects_of(corpus)
+    failures, cut = [], 0
+    for line, conv in expected[corpus].conversations.items():
+        try:
+            want = reference_ids_and_mask(qwen_tokenizer, conv, generation_template, max_length=MAX_LEN)
+        except Reject as r:
+            assert r.rules == (NO_TRAINABLE,)
+            if rejects.get(line, {}).get("reason") != "no_trained_tokens":
+                failures.append(f"line {line}: no trained token in the first {MAX_LEN}; fastsft: {rejects.get(line)}")
+            continue
+        if span_may_be_unfindable(conv) and rejects.get(line, {}).get("reason") == "assistant_span_not_found":
+            continue
+        if line not in samples:
+            failures.append(f"line {line}: not written ({rejects.get(line)})")
+            continue
+        ids, mask = (a.tolist() for a in samples[line])
+        if (ids, mask) != want:
+            failures.append(describe(qwen_tokenizer, line, ids + mask, want[0] + want[1], "ids+masks"))
+        cut += len(ids) == MAX_LEN and len(reference_ids(qwen_tokenizer, conv)) > MAX_LEN
+    report(f"--max-len {MAX_LEN}", corpus, written=len(samples), truncated=cut, rejected_right=len(rejects))
+    assert not failures, f"{corpus}: {len(failures)} differ\n" + "\n".join(failures[:5])
+
+
+def test_truncation_right_counts(prepared_truncated):
+    p = prepared_truncated["right"]
+    lengths = np.diff(p.offsets)
+    assert lengths.max() == MAX_LEN and p.summary["truncated"] > 0
+    assert p.summary["truncated"] >= int(np.sum(lengths == MAX_LEN)) - 5  # a few rows may be exactly MAX_LEN long
+    assert p.summary["truncated"] <= int(np.sum(lengths == MAX_LEN))
+
+
+@pytest.mark.parametrize("corpus", TRUNCATION_CORPORA)
+def test_truncation_drop(corpus, prepared_truncated, expected, reference_outputs):
+    p = prepared_truncated["drop"]
+    samples, rejects = p.samples(corpus), p.rejects_of(corpus)
+    ref = reference_outputs(corpus)
+    failures = []
+    for line, (ids, _, mask) in ref.items():
+        if len(ids) > MAX_LEN:
+            if rejects.get(line, {}).get("reason") != "too_long":
+                failures.append(f"line {line}: {len(ids)} tokens > {MAX_LEN}, not rejected as too_long: {rejects.get(line)}")
+        elif span_may_be_unfindable(expected[corpus].conversations[line]) and line in rejects:
+            continue
+        elif line not in samples:
+            failures.append(f"line {line}: {len(ids)} tokens, not written: {rejects.get(line)}")
+        elif [a.tolist() for a in samples[line]] != [ids, mask]:
+            failures.append(f"line {line}: ids or mask differ")
+    report(f"--max-len {MAX_LEN}", corpus, written_drop=len(samples), rejected_drop=len(rejects))
+    assert not failures, f"{corpus}: {len(failures)} wrong\n" + "\n".join(failures[:5])
+
+
+# ----------------------------------------------------------------------------------------------
+# Qwen3's template (ChatML family, with <think> blocks, namespace and string methods): ids equal
+# transformers', masks equal the hand-drawn DESIGN §3 mask (the think block is part of the reply)
+
+QWEN3_CORPORA = ["medicalgpt_sharegpt_zh_1k", "llamafactory_glaive_toolcall_en_demo", "llamafactory_alpaca_zh_demo", EDGE]
+
+
+@pytest.fixture(scope="session")
+def prepared_qwen3(tmp_path_factory, corpus_paths):
+    inputs = {name: corpus_paths[name] for name in QWEN3_CORPORA}
+    return run_prep(inputs, TOKENIZERS / "qwen3", tmp_path_factory.mktemp("qwen3") / "out", role_map=ROLE_MAP)
+
+
+@pytest.mark.parametrize("corpus", QWEN3_CORPORA)
+def test_qwen3_ids_and_masks(corpus, prepared_qwen3, expected):
+    tok = load_tokenizer(TOKENIZERS / "qwen3")
+    samples, rejects = prepared_qwen3.samples(corpus), prepared_qwen3.rejects_of(corpus)
+    failures, identical = [], 0
+    for line, conv in expected[corpus].conversations.items():
+        if line not in samples:
+            if not (span_may_be_unfindable(conv) and rejects.get(line, {}).get("reason") == "assistant_span_not_found"):
+                failures.append(f"line {line}: not written ({rejects.get(line)})")
+            continue
+        ids, mask = (a.tolist() for a in samples[line])
+        want = reference_ids(tok, conv)
+        if ids != want:
+            failures.append(describe(tok, line, ids, want, "ids"))
+        elif not contains_special(conv) and mask != hand_drawn_mask(tok, render(tok, conv))[1]:
+            failures.append(describe(tok, line, mask, hand_drawn_mask(tok, render(tok, conv))[1], "masks"))
+        else:
+            identical += 1
+    assert set(rejects) <= set(expected[corpus].rejects) | {
+        line for line, r in rejects.items() if r["reason"] == "assistant_span_not_found"
+    }
+    report("Qwen3 template", corpus, written=len(samples), identical=f"{identical}/{len(samples)}")
+    assert not failures, f"{corpus}: {len(failures)} differ\n" + "\n".join(failures[:5])
 
 
 # ----------------------------------------------------------------------------------------------
