@@ -65,6 +65,7 @@ pub struct TokenizerInfo {
 
 pub struct Encoder {
     tokenizer: Tokenizer,
+    offsets: OffsetSource,
     template: Template,
     schema: SchemaOptions,
     options: EncodeOptions,
@@ -85,6 +86,7 @@ impl Encoder {
         };
         let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
         let tokenizer = load_tokenizer(&bytes, &file)?;
+        let offsets = OffsetSource::detect(&bytes, &tokenizer);
         let config = read_config(&dir)?;
         let token = |name: &str| config.as_ref().and_then(|c| token_string(c.get(name)));
         let named: Vec<(String, String)> = ["bos_token", "eos_token", "unk_token", "pad_token"]
@@ -112,7 +114,7 @@ impl Encoder {
             eos_token: token("eos_token"),
             pad_token: token("pad_token"),
         };
-        Ok(Encoder { tokenizer, template, schema, options, special_ids, tokenizer_info, template_info })
+        Ok(Encoder { tokenizer, offsets, template, schema, options, special_ids, tokenizer_info, template_info })
     }
 
     pub fn options(&self) -> &EncodeOptions {
@@ -135,16 +137,12 @@ impl Encoder {
 
     pub fn encode_conversation(&self, conversation: &Conversation) -> std::result::Result<Encoded, Reject> {
         let rendered = self.template.render(conversation)?;
-        let encoding = self
-            .tokenizer
-            .encode(rendered.text.as_str(), false)
-            .map_err(|e| Reject::new(RejectReason::TemplateError, format!("tokenizer failed: {e}")))?;
-        let mut ids = encoding.get_ids().to_vec();
+        let (mut ids, offsets) = self.tokenize(&rendered.text)?;
         let spans = self.trained_spans(conversation, &rendered.spans);
         let mut mask = if self.options.train_on_prompt {
             vec![1u8; ids.len()]
         } else {
-            self.mask_from_offsets(&ids, encoding.get_offsets(), &spans)
+            self.mask_from_offsets(&ids, &offsets, &spans)
         };
         let mut truncated = false;
         if let Some(max_len) = self.options.max_len {
@@ -166,6 +164,33 @@ impl Encoder {
             return Err(Reject::new(RejectReason::NoTrainedTokens, detail));
         }
         Ok(Encoded { ids, mask, truncated })
+    }
+
+    /// Ids and byte offsets of the whole text. For byte-level BPE the offsets are the running sum
+    /// of each token's byte length: exact by construction, whatever the tokenizer's offset
+    /// tracking reports (Llama 3's zero-width offsets, trimmed whitespace), and `encode_fast`
+    /// skips the offset bookkeeping. Anything else uses the tokenizer's own offsets.
+    fn tokenize(&self, text: &str) -> std::result::Result<(Vec<u32>, Vec<(usize, usize)>), Reject> {
+        let failed = |e: tokenizers::Error| Reject::new(RejectReason::TemplateError, format!("tokenizer failed: {e}"));
+        if let OffsetSource::ByteLengths { lengths, nfc } = &self.offsets {
+            let unchanged = !nfc || text.is_ascii() || unicode_normalization::is_nfc_quick(text.chars()) == unicode_normalization::IsNormalized::Yes;
+            if unchanged {
+                let encoding = self.tokenizer.encode_fast(text, false).map_err(failed)?;
+                let ids = encoding.get_ids().to_vec();
+                let mut offsets = Vec::with_capacity(ids.len());
+                let mut at = 0usize;
+                for &id in &ids {
+                    let len = lengths.get(id as usize).copied().unwrap_or(0) as usize;
+                    offsets.push((at, at + len));
+                    at += len;
+                }
+                if at == text.len() {
+                    return Ok((ids, offsets));
+                }
+            }
+        }
+        let encoding = self.tokenizer.encode(text, false).map_err(failed)?;
+        Ok((encoding.get_ids().to_vec(), encoding.get_offsets().to_vec()))
     }
 
     /// The spans that train under the options: per-message flags, last turn only, and whether the
@@ -194,6 +219,51 @@ impl Encoder {
             mask[i] = u8::from(overlaps && !header);
         }
         mask
+    }
+}
+
+/// Where token offsets come from (see [`Encoder::tokenize`]).
+enum OffsetSource {
+    /// Byte-level BPE: each id's length in bytes; `nfc` when a NFC normalizer runs first (then
+    /// only text already in NFC, whose bytes the normalizer leaves alone, can use the lengths).
+    ByteLengths { lengths: Vec<u32>, nfc: bool },
+    Tokenizer,
+}
+
+impl OffsetSource {
+    fn detect(json: &[u8], tokenizer: &Tokenizer) -> OffsetSource {
+        let Ok(config) = serde_json::from_slice::<serde_json::Value>(json) else { return OffsetSource::Tokenizer };
+        let kind = |v: &serde_json::Value| v.get("type").and_then(|t| t.as_str()).unwrap_or_default().to_string();
+        let pre = config.get("pre_tokenizer").cloned().unwrap_or_default();
+        let byte_level = kind(&pre) == "ByteLevel"
+            || pre.get("pretokenizers").and_then(|p| p.as_array()).is_some_and(|list| list.iter().any(|p| kind(p) == "ByteLevel"));
+        let bpe = config.get("model").map(kind).as_deref() == Some("BPE");
+        let normalizer = config.get("normalizer").filter(|n| !n.is_null()).map(kind);
+        let nfc = match normalizer.as_deref() {
+            None => false,
+            Some("NFC") => true,
+            Some(_) => return OffsetSource::Tokenizer,
+        };
+        // Added tokens that strip neighbouring whitespace cover more bytes than their text.
+        let stripping = tokenizer.get_added_tokens_decoder().values().any(|t| t.lstrip || t.rstrip);
+        if !byte_level || !bpe || stripping {
+            return OffsetSource::Tokenizer;
+        }
+        let size = tokenizer.get_vocab_size(true);
+        let mut lengths = vec![0u32; size.max(1)];
+        for (token, id) in tokenizer.get_vocab(false) {
+            // Each character of a byte-level token stands for exactly one byte.
+            if let Some(slot) = lengths.get_mut(id as usize) {
+                *slot = token.chars().count() as u32;
+            }
+        }
+        for (id, added) in tokenizer.get_added_tokens_decoder() {
+            if (id as usize) >= lengths.len() {
+                lengths.resize(id as usize + 1, 0);
+            }
+            lengths[id as usize] = added.content.len() as u32;
+        }
+        OffsetSource::ByteLengths { lengths, nfc }
     }
 }
 

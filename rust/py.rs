@@ -208,10 +208,44 @@ impl RecordEncoder {
         Ok(dict)
     }
 
+    /// The record as the template sees it: `{"messages": [...], "tools": [...]}` (JSON text), or a
+    /// reject. Lets other engines (transformers, in `fastsft verify`) render the same conversation.
+    fn conversation<'py>(&self, py: Python<'py>, record: &str) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        match parse_record(record.as_bytes(), self.encoder.schema()) {
+            Ok(conversation) => dict.set_item("json", conversation_json(&conversation).to_string())?,
+            Err(reject) => {
+                dict.set_item("reject", reject.reason.code())?;
+                dict.set_item("detail", reject.detail)?;
+            }
+        }
+        Ok(dict)
+    }
+
     #[getter]
     fn tokenizer_sha256(&self) -> String {
         self.encoder.tokenizer_info.sha256.clone()
     }
+}
+
+fn conversation_json(conversation: &crate::schema::Conversation) -> serde_json::Value {
+    let messages: Vec<serde_json::Value> = conversation
+        .messages
+        .iter()
+        .map(|m| {
+            let mut message = serde_json::Map::new();
+            message.insert("role".into(), m.role.as_str().into());
+            message.insert("content".into(), m.content.clone().into());
+            if let Some(calls) = &m.tool_calls {
+                message.insert("tool_calls".into(), serde_json::Value::Array(calls.clone()));
+            }
+            if let Some(train) = m.train {
+                message.insert("train".into(), train.into());
+            }
+            serde_json::Value::Object(message)
+        })
+        .collect();
+    serde_json::json!({"messages": messages, "tools": conversation.tools})
 }
 
 #[pymodule]
