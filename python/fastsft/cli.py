@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_prep_parser(subparsers)
+    from fastsft.view import register_cli as register_view
+
+    register_view(subparsers)
     try:
         from fastsft.train import register_cli as register_train
     except ImportError:
