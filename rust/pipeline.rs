@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use crate::encode::{EncodeOptions, Encoded, Encoder, TrainOn, Truncation};
 use crate::error::{Error, Result};
 use crate::schema::{Reject, SchemaOptions};
-use crate::source::{RawRecord, Source};
+use crate::source::{RawRecord, Shard, Source};
 use crate::template::sha256_hex;
 use crate::writer::{write_file, NpyWriter, OutputDir};
 
@@ -40,6 +40,8 @@ pub struct PrepConfig {
     pub strict: bool,
     /// Fail the run when more than this fraction of records is rejected.
     pub max_reject_fraction: Option<f64>,
+    /// Which part of the records this run prepares (`Shard::WHOLE` for all).
+    pub shard: Shard,
 }
 
 impl PrepConfig {
@@ -57,6 +59,7 @@ impl PrepConfig {
             progress: false,
             strict: false,
             max_reject_fraction: None,
+            shard: Shard::WHOLE,
         }
     }
 }
@@ -83,6 +86,8 @@ pub struct Counts {
 #[derive(Debug, Clone)]
 pub struct Summary {
     pub counts: Counts,
+    /// True when a finished shard was found and kept instead of being prepared again.
+    pub skipped: bool,
     pub seconds: f64,
     pub threads: usize,
     pub output: PathBuf,
@@ -103,7 +108,10 @@ pub fn run(config: &PrepConfig, should_stop: &dyn Fn() -> bool) -> Result<Summar
     let started = Instant::now();
     tokenizers::utils::parallelism::set_parallelism(false);
     let encoder = Encoder::load(&config.tokenizer, config.template.as_deref(), config.schema.clone(), config.encode.clone())?;
-    let mut source = Source::new(config.inputs.clone())?;
+    let mut source = Source::new(config.inputs.clone())?.with_shard(config.shard);
+    if let Some(done) = completed_shard(config, &encoder)? {
+        return Ok(done);
+    }
     let threads = if config.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { config.threads };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -115,7 +123,7 @@ pub fn run(config: &PrepConfig, should_stop: &dyn Fn() -> bool) -> Result<Summar
     match result {
         Ok(counts) => {
             out.commit()?;
-            Ok(Summary { counts, seconds: started.elapsed().as_secs_f64(), threads, output: config.output.clone() })
+            Ok(Summary { counts, seconds: started.elapsed().as_secs_f64(), threads, output: config.output.clone(), skipped: false })
         }
         Err(e) => {
             out.abandon();
@@ -281,6 +289,7 @@ fn manifest(config: &PrepConfig, encoder: &Encoder, source: &Source, counts: &Co
         "template": encoder.template_info.sha256,
         "options": options,
         "inputs": inputs.iter().map(|i| i.sha256.as_str()).collect::<Vec<_>>(),
+        "shard": shard_json(config.shard),
     });
     serde_json::json!({
         "format_version": FORMAT_VERSION,
@@ -293,9 +302,70 @@ fn manifest(config: &PrepConfig, encoder: &Encoder, source: &Source, counts: &Co
         "template": encoder.template_info,
         "options": options,
         "inputs": inputs,
+        "shard": shard_json(config.shard),
+        "plan": plan(config, encoder),
         "counts": counts,
         "fingerprint": sha256_hex(fingerprint_input.to_string().as_bytes()),
     })
+}
+
+fn shard_json(shard: Shard) -> serde_json::Value {
+    if shard == Shard::WHOLE {
+        serde_json::Value::Null
+    } else {
+        serde_json::json!({"index": shard.index, "count": shard.count})
+    }
+}
+
+/// What a run will produce, known before reading any input: tokenizer, template, options, shard
+/// and each input's path and size. A finished shard with the same plan is not prepared again.
+fn plan(config: &PrepConfig, encoder: &Encoder) -> String {
+    let inputs: Vec<serde_json::Value> = config
+        .inputs
+        .iter()
+        .map(|p| serde_json::json!([p.display().to_string(), std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)]))
+        .collect();
+    let plan = serde_json::json!({
+        "tokenizer": encoder.tokenizer_info.sha256,
+        "template": encoder.template_info.sha256,
+        "options": options_json(config),
+        "shard": shard_json(config.shard),
+        "inputs": inputs,
+    });
+    sha256_hex(plan.to_string().as_bytes())
+}
+
+/// For a sharded run: the summary of an already complete shard with the same plan, if any.
+fn completed_shard(config: &PrepConfig, encoder: &Encoder) -> Result<Option<Summary>> {
+    if config.shard == Shard::WHOLE || config.overwrite {
+        return Ok(None);
+    }
+    let Ok(text) = std::fs::read_to_string(config.output.join("manifest.json")) else { return Ok(None) };
+    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    if manifest.get("plan").and_then(|p| p.as_str()) != Some(plan(config, encoder).as_str()) {
+        return Err(Error::config(format!(
+            "{} holds a shard prepared with other inputs or options; pass --overwrite to prepare it again",
+            config.output.display()
+        )));
+    }
+    let counts = manifest.get("counts").cloned().unwrap_or_default();
+    let number = |key: &str| counts.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
+    let rejected_by_reason = counts
+        .get("rejected_by_reason")
+        .and_then(|r| r.as_object())
+        .map(|r| r.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect())
+        .unwrap_or_default();
+    let counts = Counts {
+        read: number("read"),
+        written: number("written"),
+        rejected: number("rejected"),
+        rejected_by_reason,
+        truncated: number("truncated"),
+        tokens: number("tokens"),
+        trained_tokens: number("trained_tokens"),
+        first_reject: BTreeMap::new(),
+    };
+    Ok(Some(Summary { counts, seconds: 0.0, threads: 0, output: config.output.clone(), skipped: true }))
 }
 
 /// Every option that changes the bytes written (not threads or chunk size, which never do).

@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::pack::pack_best_fit_decreasing;
 use crate::pipeline::{run, PrepConfig, DEFAULT_CHUNK_SIZE};
 use crate::schema::{parse_record, Format, SchemaOptions};
+use crate::source::Shard;
 
 create_exception!(fastsft, FastSFTError, PyValueError, "A fastsft run or input could not be processed.");
 
@@ -68,7 +69,7 @@ fn encode_options(max_len: Option<usize>, truncation: &str, train_on: &str, trai
 #[pyfunction]
 #[pyo3(signature = (inputs, tokenizer, output, *, template=None, format=None, role_map=None, max_len=None,
     truncation="right", train_on="all", train_eot=true, train_on_prompt=false, threads=0, chunk_size=None,
-    overwrite=false, progress=false, strict=false, max_reject_fraction=None))]
+    overwrite=false, progress=false, strict=false, max_reject_fraction=None, num_shards=1, shard_index=0))]
 #[allow(clippy::too_many_arguments)]
 fn prep<'py>(
     py: Python<'py>,
@@ -89,7 +90,14 @@ fn prep<'py>(
     progress: bool,
     strict: bool,
     max_reject_fraction: Option<f64>,
+    num_shards: u64,
+    shard_index: u64,
 ) -> PyResult<Bound<'py, PyDict>> {
+    if num_shards == 0 || shard_index >= num_shards {
+        return Err(FastSFTError::new_err(format!(
+            "--shard-index {shard_index} with --num-shards {num_shards}: need 0 <= shard index < number of shards"
+        )));
+    }
     let mut config = PrepConfig::new(inputs, tokenizer, output);
     config.template = template;
     config.schema = schema_options(format, role_map)?;
@@ -100,6 +108,7 @@ fn prep<'py>(
     config.progress = progress;
     config.strict = strict;
     config.max_reject_fraction = max_reject_fraction;
+    config.shard = Shard { index: shard_index, count: num_shards };
     // Ctrl-C: the pipeline asks between chunks whether a signal arrived.
     let interrupted = || Python::attach(|py| py.check_signals().is_err());
     let summary = py.detach(|| run(&config, &interrupted))?;
@@ -115,6 +124,7 @@ fn prep<'py>(
     dict.set_item("trained_tokens", c.trained_tokens)?;
     dict.set_item("seconds", summary.seconds)?;
     dict.set_item("threads", summary.threads)?;
+    dict.set_item("skipped", summary.skipped)?;
     Ok(dict)
 }
 

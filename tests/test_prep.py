@@ -194,3 +194,31 @@ def test_every_shipped_corpus_accounts_for_every_record(tmp_path):
         lines = sum(1 for line in gzip.open(corpus, "rt", encoding="utf-8") if line.strip())
         assert summary["read"] == lines == summary["written"] + summary["rejected"], corpus.name
         assert summary["rejected"] <= 0.01 * summary["read"], (corpus.name, summary["rejected_by_reason"])
+
+
+def test_shards_union_equals_the_unsharded_run_and_finished_shards_are_kept(tmp_path, monkeypatch):
+    inputs = [CORPORA / "llamafactory_identity.jsonl.gz", CORPORA / "fastchat_dummy_conversation.jsonl.gz"]
+    whole = fastsft.prep(inputs, QWEN, tmp_path / "whole")
+    shards = [fastsft.prep(inputs, QWEN, tmp_path / "sharded", num_shards=3, shard_index=i) for i in range(3)]
+    assert sorted(p.name for p in (tmp_path / "sharded").iterdir()) == [f"shard-0000{i}-of-00003" for i in range(3)]
+    assert sum(s["read"] for s in shards) == whole["read"]
+    assert sum(s["written"] for s in shards) == whole["written"]
+
+    def samples(out: Path) -> dict[tuple[int, int], list[int]]:
+        a = load(out)
+        ids, offsets = np.asarray(a["input_ids"]), a["offsets"]
+        return {tuple(a["origin"][i]): ids[offsets[i]:offsets[i + 1]].tolist() for i in range(len(offsets) - 1)}
+
+    union: dict = {}
+    for shard_dir in sorted((tmp_path / "sharded").iterdir()):
+        part = samples(shard_dir)
+        assert not union.keys() & part.keys()
+        union.update(part)
+    assert union == samples(tmp_path / "whole")
+    # A re-run keeps a finished shard; RANK/WORLD_SIZE select the shard when no flag does.
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "1")
+    again = fastsft.prep(inputs, QWEN, tmp_path / "sharded")
+    assert again["skipped"] and again["written"] == shards[1]["written"]
+    with pytest.raises(fastsft.FastSFTError, match="other inputs or options"):
+        fastsft.prep(inputs, QWEN, tmp_path / "sharded", max_len=100)

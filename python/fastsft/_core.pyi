@@ -25,6 +25,8 @@ def prep(
     progress: bool = False,
     strict: bool = False,
     max_reject_fraction: float | None = None,
+    num_shards: int = 1,
+    shard_index: int = 0,
 ) -> dict[str, Any]: ...
 def pack(lengths: bytes, capacity: int) -> tuple[bytes, bytes]: ...
 

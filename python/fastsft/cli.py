@@ -55,6 +55,8 @@ def _run_prep(args: argparse.Namespace) -> int:
 
 def format_summary(s: dict[str, Any]) -> str:
     """The end-of-run report: where, how many, why rejected, how fast."""
+    if s.get("skipped"):
+        return f"fastsft prep: {s['output']} is already complete with the same inputs and options; kept it ({s['written']:,} samples)"
     trained = s["trained_tokens"] / s["tokens"] if s["tokens"] else 0.0
     reasons = ", ".join(f"{reason} {n:,}" for reason, n in sorted(s["rejected_by_reason"].items(), key=lambda kv: -kv[1]))
     seconds = max(s["seconds"], 1e-9)

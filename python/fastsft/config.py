@@ -44,6 +44,12 @@ class PrepOptions:
         None, "Fail the run when more than this fraction of records is rejected (default: fail only if all are)."
     )
     progress: bool = _opt(True, "Show a progress line on stderr.")
+    num_shards: int | None = _opt(
+        None,
+        "Split the records into this many shards and prepare one (--shard-index): OUT/shard-IIIII-of-NNNNN/. "
+        "Default: from SLURM_ARRAY_TASK_COUNT/SLURM_ARRAY_TASK_ID or WORLD_SIZE/RANK when set, else 1.",
+    )
+    shard_index: int | None = _opt(None, "Which shard to prepare, 0-based (with --num-shards).")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -57,6 +63,12 @@ class PrepOptions:
             raise ValueError(f"--threads {self.threads}: must be 0 (every core) or more")
         if self.chunk_size is not None and self.chunk_size <= 0:
             raise ValueError(f"--chunk-size {self.chunk_size}: must be positive")
+        if self.num_shards is not None and self.num_shards < 1:
+            raise ValueError(f"--num-shards {self.num_shards}: must be 1 or more")
+        if self.shard_index is not None and self.num_shards is None:
+            raise ValueError("--shard-index needs --num-shards")
+        if self.shard_index is not None and not 0 <= self.shard_index < self.num_shards:
+            raise ValueError(f"--shard-index {self.shard_index}: must be in 0..{self.num_shards - 1} for --num-shards {self.num_shards}")
         if self.max_reject_fraction is not None and not 0.0 <= self.max_reject_fraction <= 1.0:
             raise ValueError(f"--max-reject-fraction {self.max_reject_fraction}: must be between 0 and 1")
 

@@ -50,4 +50,33 @@ def prep(
     options.setdefault("progress", False)
     opts = PrepOptions(**options)
     kwargs = dataclasses.asdict(opts)
-    return _core.prep(expand_inputs(inputs), os.fspath(tokenizer), os.fspath(output), **kwargs)
+    num_shards, shard_index = shard_from_environment(opts.num_shards, opts.shard_index)
+    kwargs["num_shards"], kwargs["shard_index"] = num_shards, shard_index
+    output = os.fspath(output)
+    if num_shards > 1:
+        output = os.path.join(output, shard_dir_name(shard_index, num_shards))
+    return _core.prep(expand_inputs(inputs), os.fspath(tokenizer), output, **kwargs)
+
+
+def shard_dir_name(index: int, count: int) -> str:
+    """`shard-00003-of-00008`: sorts in shard order, and says how many shards make the whole."""
+    return f"shard-{index:05d}-of-{count:05d}"
+
+
+def shard_from_environment(num_shards: int | None, shard_index: int | None) -> tuple[int, int]:
+    """Explicit flags, else a Slurm job array, else a torchrun-style RANK/WORLD_SIZE, else (1, 0)."""
+    if num_shards is not None:
+        return num_shards, shard_index or 0
+    env = os.environ
+    for count_var, index_var in (("SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_ID"), ("WORLD_SIZE", "RANK")):
+        if env.get(count_var, "").isdigit() and int(env[count_var]) > 1:
+            if not env.get(index_var, "").isdigit():
+                raise ValueError(f"{count_var}={env[count_var]} is set but {index_var} is not; pass --num-shards/--shard-index")
+            count, index = int(env[count_var]), int(env[index_var])
+            if count_var.startswith("SLURM"):
+                # Array task ids start at SLURM_ARRAY_TASK_MIN (often 0 or 1).
+                index -= int(env.get("SLURM_ARRAY_TASK_MIN", "0") or 0)
+            if not 0 <= index < count:
+                raise ValueError(f"{index_var}={env[index_var]} is outside 0..{count - 1} ({count_var}={count})")
+            return count, index
+    return 1, 0
