@@ -199,6 +199,51 @@ impl RecordEncoder {
         Ok(dict)
     }
 
+    /// Many records at once, in parallel on `threads` threads (0 = every core) with an owned pool.
+    /// Returns `{"input_ids": [[...]], "loss_mask": [[...]], "truncated": [...], "reject": [code or
+    /// None], "detail": [text or None]}`, one entry per record, in order.
+    #[pyo3(signature = (records, threads=1))]
+    fn encode_batch<'py>(&self, py: Python<'py>, records: Vec<String>, threads: usize) -> PyResult<Bound<'py, PyDict>> {
+        use rayon::prelude::*;
+        let outcomes = py.detach(|| -> Result<Vec<_>, String> {
+            let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+            if threads == 1 {
+                return Ok(records.iter().map(|r| self.encoder.encode_record(r.as_bytes())).collect());
+            }
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| e.to_string())?;
+            Ok(pool.install(|| records.par_iter().map(|r| self.encoder.encode_record(r.as_bytes())).collect()))
+        });
+        let outcomes = outcomes.map_err(FastSFTError::new_err)?;
+        let n = outcomes.len();
+        let (mut ids, mut masks, mut truncated, mut rejects, mut details) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        for outcome in outcomes {
+            match outcome {
+                Ok(encoded) => {
+                    ids.push(encoded.ids);
+                    masks.push(encoded.mask);
+                    truncated.push(encoded.truncated);
+                    rejects.push(None);
+                    details.push(None);
+                }
+                Err(reject) => {
+                    ids.push(Vec::new());
+                    masks.push(Vec::new());
+                    truncated.push(false);
+                    rejects.push(Some(reject.reason.code()));
+                    details.push(Some(reject.detail));
+                }
+            }
+        }
+        let dict = PyDict::new(py);
+        dict.set_item("input_ids", ids)?;
+        dict.set_item("loss_mask", masks)?;
+        dict.set_item("truncated", truncated)?;
+        dict.set_item("reject", rejects)?;
+        dict.set_item("detail", details)?;
+        Ok(dict)
+    }
+
     /// `{"text", "spans": [(start, end), ...]}` with character (not byte) offsets, or a reject.
     fn render<'py>(&self, py: Python<'py>, record: &str) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(py);

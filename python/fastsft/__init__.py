@@ -4,16 +4,18 @@ Public API:
 
 - `prep(inputs, tokenizer, output, **options)`: run the Rust pipeline (same as `fastsft prep`).
 - `SFTDataset(path_or_paths)`: memory-mapped samples with `input_ids`, `labels`, `attention_mask`.
+- `encode_batch(records, tokenizer, ...)`: the same encoder as a batch function (Ray, datasets.map).
 - `RecordEncoder(tokenizer, ...)`: encode or render one record at a time.
 - `FastSFTError`: raised for bad input or options (a `ValueError`).
 """
 
 from fastsft._core import FastSFTError, RecordEncoder
 from fastsft._core import __version__ as __version__
+from fastsft.batch import encode_batch
 from fastsft.config import PrepOptions
 from fastsft.prep import prep
 
-__all__ = ["FastSFTError", "PrepOptions", "RecordEncoder", "SFTDataset", "prep"]
+__all__ = ["FastSFTError", "PrepOptions", "RecordEncoder", "SFTDataset", "encode_batch", "prep"]
 
 
 def __getattr__(name: str):
