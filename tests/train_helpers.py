@@ -98,3 +98,13 @@ def build_small_tokenizer(out: Path, vocab_size: int = 1024, max_lines: int = 30
     small = base.train_new_from_iterator(texts(), vocab_size=vocab_size)
     small.save_pretrained(str(out))
     return Path(out)
+
+
+def train_corpora() -> list[Path]:
+    """The corpora the training tests prepare: short English instructions and the identity set."""
+    return [CORPORA / "llamafactory_alpaca_en_demo.jsonl.gz", CORPORA / "llamafactory_identity.jsonl.gz"]
+
+
+def losses(summary: dict) -> dict[int, float]:
+    """{step: loss} from a ``train_summary.json``."""
+    return {int(s): float(v) for s, v in summary["loss_history"]}

@@ -150,8 +150,17 @@ def _free_port() -> int:
 
 
 def prepare_distributed_env(use_deepspeed: bool) -> None:
-    """Make a launcher-less DeepSpeed run a world of one (else DeepSpeed goes looking for MPI)."""
-    if not use_deepspeed or "RANK" in os.environ:
+    """Make a launcher-less DeepSpeed run a world of one (else DeepSpeed goes looking for MPI).
+
+    Also puts the running Python's ``bin`` on ``PATH`` when ``ninja`` is installed there but not
+    on ``PATH`` (a venv used without activation): DeepSpeed JIT-compiles its ops with it.
+    """
+    if not use_deepspeed:
+        return
+    bindir = str(Path(sys.executable).parent)
+    if shutil.which("ninja") is None and shutil.which("ninja", path=bindir):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    if "RANK" in os.environ:
         return
     os.environ.update(
         RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
@@ -218,12 +227,15 @@ def _trainer_class():
         def _get_train_sampler(self, train_dataset=None):
             if self._fs_lengths is None:
                 return super()._get_train_sampler(train_dataset)
-            bs = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            # group by the global batch: each process then takes its share of similar lengths, and
+            # N processes x B see the same samples per step as one process x N*B
+            bs = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
             return LengthGroupedSampler(bs, lengths=self._fs_lengths)
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             if self._fs_t_log is None:
                 self._fs_t_log = time.perf_counter()
+                self.fs_summary["start_step"] = self.state.global_step  # > 0 when resumed
             ids, labels = inputs["input_ids"], inputs["labels"]
             real = inputs["attention_mask"].sum() if "attention_mask" in inputs else ids.numel()
             trained = (labels[..., 1:] != -100).sum()
@@ -338,8 +350,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         seed=opts.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        gradient_checkpointing=opts.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if opts.gradient_checkpointing else None,
+        activation_checkpointing=opts.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if opts.gradient_checkpointing else None,
         logging_steps=opts.logging_steps,
         logging_first_step=True,
         save_strategy="steps",
@@ -390,7 +402,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     trainer.save_model(opts.output)
     if main:
         _copy_tokenizer(opts.model, opts.output)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = _num_params(model)
     summary.update(
         global_step=trainer.state.global_step,
         wall_seconds=round(wall, 2),
@@ -401,6 +413,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         packing=opts.packing,
         world_size=trainer.args.world_size,
         final_loss=_last_loss(trainer.state.log_history),
+        loss_history=[[h["step"], h["loss"]] for h in trainer.state.log_history if "loss" in h],
     )
     if summary.get("train_tokens_per_second"):
         # 6 N flops per token (forward + backward, attention excluded): the usual MFU numerator
@@ -409,6 +422,11 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         Path(opts.output, SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=float) + "\n")
         _print_summary(summary)
     return summary
+
+
+def _num_params(model: Any, trainable_only: bool = False) -> int:
+    # ZeRO-3 leaves empty placeholders in the module; ds_numel is the real size
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def _pad_token_id(dataset: Any, model_dir: str) -> int:
@@ -460,8 +478,7 @@ def _last_loss(history: list[dict[str, Any]]) -> float | None:
 
 
 def _print_banner(opts, dataset, train_items, eval_items, pack_fill, precision, attn, model, ds_config) -> None:
-    n = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n, trainable = _num_params(model), _num_params(model, trainable_only=True)
     lines = [
         f"fastsft train: {len(dataset)} samples, {dataset.num_tokens} tokens"
         + (f" ({dataset.num_trained_tokens} trained)" if dataset.num_trained_tokens is not None else "")
