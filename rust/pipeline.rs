@@ -309,6 +309,13 @@ fn manifest(config: &PrepConfig, encoder: &Encoder, source: &Source, counts: &Co
     })
 }
 
+fn fields_json(fields: &crate::schema::FieldNames) -> serde_json::Value {
+    if fields.is_default() {
+        return serde_json::Value::Null;
+    }
+    serde_json::json!({"messages": fields.messages, "role": fields.role, "content": fields.content, "system": fields.system})
+}
+
 fn shard_json(shard: Shard) -> serde_json::Value {
     if shard == Shard::WHOLE {
         serde_json::Value::Null
@@ -375,6 +382,7 @@ fn options_json(config: &PrepConfig) -> serde_json::Value {
     serde_json::json!({
         "format": config.schema.format.map(|f| f.name()),
         "role_map": role_map,
+        "fields": fields_json(&config.schema.fields),
         "template": config.template,
         "max_len": e.max_len,
         "truncation": match e.truncation { Truncation::Right => "right", Truncation::Drop => "drop" },

@@ -14,7 +14,7 @@ use crate::encode::{EncodeOptions, Encoder, TrainOn, Truncation};
 use crate::error::Error;
 use crate::pack::pack_best_fit_decreasing;
 use crate::pipeline::{run, PrepConfig, DEFAULT_CHUNK_SIZE};
-use crate::schema::{parse_record, Format, SchemaOptions};
+use crate::schema::{parse_record, FieldNames, Format, SchemaOptions};
 use crate::source::Shard;
 
 create_exception!(fastsft, FastSFTError, PyValueError, "A fastsft run or input could not be processed.");
@@ -42,14 +42,25 @@ where
     })
 }
 
-fn schema_options(format: Option<&str>, role_map: Option<HashMap<String, String>>) -> PyResult<SchemaOptions> {
+fn schema_options(format: Option<&str>, role_map: Option<HashMap<String, String>>, fields: Option<HashMap<String, String>>) -> PyResult<SchemaOptions> {
+    let mut names = FieldNames::default();
+    for (key, value) in fields.unwrap_or_default() {
+        let slot = match key.as_str() {
+            "messages" => &mut names.messages,
+            "role" => &mut names.role,
+            "content" => &mut names.content,
+            "system" => &mut names.system,
+            _ => return Err(FastSFTError::new_err(format!("unknown field mapping {key:?}: expected messages, role, content or system"))),
+        };
+        *slot = Some(value);
+    }
     let format = match format {
         None => None,
         Some(name) => Some(Format::parse(name).ok_or_else(|| {
             FastSFTError::new_err(format!("--format {name:?}: expected one of sharegpt, openai, alpaca"))
         })?),
     };
-    Ok(SchemaOptions { format, role_map: role_map.unwrap_or_default() })
+    Ok(SchemaOptions { format, role_map: role_map.unwrap_or_default(), fields: names })
 }
 
 fn encode_options(max_len: Option<usize>, truncation: &str, train_on: &str, train_eot: bool, train_on_prompt: bool) -> PyResult<EncodeOptions> {
@@ -67,7 +78,7 @@ fn encode_options(max_len: Option<usize>, truncation: &str, train_on: &str, trai
 
 /// Runs the whole pipeline; returns the summary as a dict.
 #[pyfunction]
-#[pyo3(signature = (inputs, tokenizer, output, *, template=None, format=None, role_map=None, max_len=None,
+#[pyo3(signature = (inputs, tokenizer, output, *, template=None, format=None, role_map=None, fields=None, max_len=None,
     truncation="right", train_on="all", train_eot=true, train_on_prompt=false, threads=0, chunk_size=None,
     overwrite=false, progress=false, strict=false, max_reject_fraction=None, num_shards=1, shard_index=0))]
 #[allow(clippy::too_many_arguments)]
@@ -79,6 +90,7 @@ fn prep<'py>(
     template: Option<String>,
     format: Option<&str>,
     role_map: Option<HashMap<String, String>>,
+    fields: Option<HashMap<String, String>>,
     max_len: Option<usize>,
     truncation: &str,
     train_on: &str,
@@ -100,7 +112,7 @@ fn prep<'py>(
     }
     let mut config = PrepConfig::new(inputs, tokenizer, output);
     config.template = template;
-    config.schema = schema_options(format, role_map)?;
+    config.schema = schema_options(format, role_map, fields)?;
     config.encode = encode_options(max_len, truncation, train_on, train_eot, train_on_prompt)?;
     config.threads = threads;
     config.chunk_size = chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE);
@@ -162,7 +174,7 @@ struct RecordEncoder {
 #[pymethods]
 impl RecordEncoder {
     #[new]
-    #[pyo3(signature = (tokenizer, *, template=None, format=None, role_map=None, max_len=None, truncation="right",
+    #[pyo3(signature = (tokenizer, *, template=None, format=None, role_map=None, fields=None, max_len=None, truncation="right",
         train_on="all", train_eot=true, train_on_prompt=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -170,13 +182,14 @@ impl RecordEncoder {
         template: Option<String>,
         format: Option<&str>,
         role_map: Option<HashMap<String, String>>,
+        fields: Option<HashMap<String, String>>,
         max_len: Option<usize>,
         truncation: &str,
         train_on: &str,
         train_eot: bool,
         train_on_prompt: bool,
     ) -> PyResult<Self> {
-        let schema = schema_options(format, role_map)?;
+        let schema = schema_options(format, role_map, fields)?;
         let options = encode_options(max_len, truncation, train_on, train_eot, train_on_prompt)?;
         Ok(RecordEncoder { encoder: Encoder::load(&tokenizer, template.as_deref(), schema, options)? })
     }

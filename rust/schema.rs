@@ -128,11 +128,56 @@ impl Format {
     }
 }
 
-/// How records become conversations: the forced format (if any) and the user's role renames.
+/// How records become conversations: the forced format (if any), the user's role renames, and
+/// field names for unusual layouts (as Axolotl's `field_messages`/`message_property_mappings`).
 #[derive(Debug, Clone, Default)]
 pub struct SchemaOptions {
     pub format: Option<Format>,
     pub role_map: HashMap<String, String>,
+    pub fields: FieldNames,
+}
+
+/// Overrides of the field names a layout uses; `None` keeps the layout's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldNames {
+    /// The list of messages (`conversations` in ShareGPT, `messages` in OpenAI).
+    pub messages: Option<String>,
+    /// A message's role (`from` / `role`).
+    pub role: Option<String>,
+    /// A message's text (`value` / `content`).
+    pub content: Option<String>,
+    /// A top-level system prompt (`system`).
+    pub system: Option<String>,
+}
+
+impl FieldNames {
+    pub fn is_default(&self) -> bool {
+        *self == FieldNames::default()
+    }
+}
+
+/// The keys one layout reads.
+struct Keys<'a> {
+    messages: &'a str,
+    role: &'a str,
+    content: &'a str,
+    system: &'a str,
+}
+
+impl SchemaOptions {
+    fn keys(&self, format: Format) -> Keys<'_> {
+        let (messages, role, content) = match format {
+            Format::ShareGpt => ("conversations", "from", "value"),
+            _ => ("messages", "role", "content"),
+        };
+        let f = &self.fields;
+        Keys {
+            messages: f.messages.as_deref().unwrap_or(messages),
+            role: f.role.as_deref().unwrap_or(role),
+            content: f.content.as_deref().unwrap_or(content),
+            system: f.system.as_deref().unwrap_or("system"),
+        }
+    }
 }
 
 type Parsed<T> = Result<T, Reject>;
@@ -145,17 +190,36 @@ pub fn parse_record(bytes: &[u8], options: &SchemaOptions) -> Parsed<Conversatio
     };
     let format = match options.format {
         Some(format) => format,
-        None => detect(&record)?,
+        None => detect(&record, options)?,
     };
     let conversation = match format {
-        Format::ShareGpt => sharegpt(&record, options)?,
-        Format::OpenAi => openai(&record, options)?,
-        Format::Alpaca => alpaca(&record)?,
+        Format::Alpaca => alpaca(&record, options),
+        chat => messages(&record, chat, options),
     };
-    validate(conversation)
+    validate(conversation.map_err(|reject| hint_layout(reject, &record, options))?)
 }
 
-fn detect(record: &Map<String, Value>) -> Parsed<Format> {
+/// A forced `--format` that does not fit: say what the records look like instead.
+fn hint_layout(mut reject: Reject, record: &Map<String, Value>, options: &SchemaOptions) -> Reject {
+    if reject.reason == RejectReason::MissingField && options.format.is_some() {
+        if let Ok(looks_like) = detect(record, &SchemaOptions::default()) {
+            if Some(looks_like) != options.format {
+                let article = if looks_like == Format::Alpaca || looks_like == Format::OpenAi { "an" } else { "a" };
+                reject.detail.push_str(&format!("; this looks like {article} {0} record: try --format {0}", looks_like.name()));
+            }
+        }
+    }
+    reject
+}
+
+fn detect(record: &Map<String, Value>, options: &SchemaOptions) -> Parsed<Format> {
+    if let Some(key) = &options.fields.messages {
+        if record.contains_key(key) {
+            // A renamed list: OpenAI-style keys unless the messages use ShareGPT's `from`.
+            let sharegpt = record[key].as_array().and_then(|l| l.first()).is_some_and(|m| m.get("from").is_some());
+            return Ok(if sharegpt { Format::ShareGpt } else { Format::OpenAi });
+        }
+    }
     if record.contains_key("conversations") {
         Ok(Format::ShareGpt)
     } else if record.contains_key("messages") {
@@ -243,25 +307,35 @@ fn train_flag(message: &Map<String, Value>) -> Option<bool> {
     }
 }
 
-fn sharegpt(record: &Map<String, Value>, options: &SchemaOptions) -> Parsed<Conversation> {
-    let Value::Array(turns) = field(record, "conversations")? else {
-        return Err(Reject::new(RejectReason::WrongType, "'conversations' is not an array"));
+/// ShareGPT (`conversations` of `{from, value}`) and OpenAI (`messages` of `{role, content}`)
+/// differ only in their keys: content may be a string, null or text parts in both; tool calls,
+/// `function_call` turns and per-message train flags are accepted in both.
+fn messages(record: &Map<String, Value>, format: Format, options: &SchemaOptions) -> Parsed<Conversation> {
+    let keys = options.keys(format);
+    let Value::Array(items) = field(record, keys.messages)? else {
+        return Err(Reject::new(RejectReason::WrongType, format!("'{}' is not an array", keys.messages)));
     };
-    let mut messages = Vec::with_capacity(turns.len() + 1);
-    if let Some(system) = optional_string(record, "system")? {
+    let mut messages = Vec::with_capacity(items.len() + 1);
+    if let Some(system) = optional_string(record, keys.system)? {
         if !system.is_empty() {
             messages.push(Message { role: Role::System, content: system, tool_calls: None, train: None });
         }
     }
-    for (i, turn) in turns.iter().enumerate() {
-        let Value::Object(turn) = turn else {
-            return Err(Reject::new(RejectReason::WrongType, format!("message {} is {}, not an object", i + 1, kind(turn))));
+    for (i, item) in items.iter().enumerate() {
+        let Value::Object(item) = item else {
+            return Err(Reject::new(RejectReason::WrongType, format!("message {} is {}, not an object", i + 1, kind(item))));
         };
-        let raw_role = string_field(turn, "from", &format!("message {}", i + 1))?;
-        let content = text_content(turn.get("value"), "value", i)?;
-        let train = train_flag(turn);
+        let raw_role = string_field(item, keys.role, &format!("message {}", i + 1))?;
+        let content = match item.get(keys.content) {
+            None if format == Format::OpenAi => String::new(),
+            value => text_content(value, keys.content, i)?,
+        };
+        let train = train_flag(item);
         match map_role(&raw_role, options, i)? {
-            MappedRole::Plain(role) => messages.push(Message { role, content, tool_calls: None, train }),
+            MappedRole::Plain(role) => {
+                let tool_calls = tool_calls(item.get("tool_calls"), i)?;
+                messages.push(Message { role, content, tool_calls, train });
+            }
             MappedRole::FunctionCall => {
                 let call = parse_function_call(&content, i)?;
                 messages.push(Message { role: Role::Assistant, content: String::new(), tool_calls: Some(vec![call]), train });
@@ -269,6 +343,24 @@ fn sharegpt(record: &Map<String, Value>, options: &SchemaOptions) -> Parsed<Conv
         }
     }
     Ok(Conversation { messages, tools: tools(record)? })
+}
+
+/// OpenAI `tool_calls`; string `arguments` holding JSON become the object they encode.
+fn tool_calls(value: Option<&Value>, position: usize) -> Parsed<Option<Vec<Value>>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(calls)) if calls.is_empty() => Ok(None),
+        Some(Value::Array(calls)) => {
+            let mut calls = calls.clone();
+            for call in &mut calls {
+                if let Some(arguments) = call.get_mut("function").and_then(|f| f.get_mut("arguments")) {
+                    parse_json_string_in_place(arguments);
+                }
+            }
+            Ok(Some(calls))
+        }
+        Some(other) => Err(Reject::new(RejectReason::WrongType, format!("message {}: 'tool_calls' is {}", position + 1, kind(other)))),
+    }
 }
 
 /// A ShareGPT `function_call` value: `{"name": ..., "arguments": ...}` as a JSON string.
@@ -355,49 +447,13 @@ fn text_content(value: Option<&Value>, name: &str, position: usize) -> Parsed<St
     }
 }
 
-fn openai(record: &Map<String, Value>, options: &SchemaOptions) -> Parsed<Conversation> {
-    let Value::Array(items) = field(record, "messages")? else {
-        return Err(Reject::new(RejectReason::WrongType, "'messages' is not an array"));
-    };
-    let mut messages = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let Value::Object(item) = item else {
-            return Err(Reject::new(RejectReason::WrongType, format!("message {} is {}, not an object", i + 1, kind(item))));
-        };
-        let raw_role = string_field(item, "role", &format!("message {}", i + 1))?;
-        let content = text_content(Some(item.get("content").unwrap_or(&Value::Null)), "content", i)?;
-        let tool_calls = match item.get("tool_calls") {
-            None | Some(Value::Null) => None,
-            Some(Value::Array(calls)) if calls.is_empty() => None,
-            Some(Value::Array(calls)) => {
-                let mut calls = calls.clone();
-                for call in &mut calls {
-                    if let Some(arguments) = call.get_mut("function").and_then(|f| f.get_mut("arguments")) {
-                        parse_json_string_in_place(arguments);
-                    }
-                }
-                Some(calls)
-            }
-            Some(other) => {
-                return Err(Reject::new(RejectReason::WrongType, format!("message {}: 'tool_calls' is {}", i + 1, kind(other))))
-            }
-        };
-        let role = match map_role(&raw_role, options, i)? {
-            MappedRole::Plain(role) => role,
-            MappedRole::FunctionCall => Role::Assistant,
-        };
-        messages.push(Message { role, content, tool_calls, train: train_flag(item) });
-    }
-    Ok(Conversation { messages, tools: tools(record)? })
-}
-
-fn alpaca(record: &Map<String, Value>) -> Parsed<Conversation> {
+fn alpaca(record: &Map<String, Value>, options: &SchemaOptions) -> Parsed<Conversation> {
     let instruction = string_field(record, "instruction", "field")?;
     let input = optional_string(record, "input")?.unwrap_or_default();
     let output = string_field(record, "output", "field")?;
     let mut messages = Vec::new();
     let message = |role, content| Message { role, content, tool_calls: None, train: None };
-    if let Some(system) = optional_string(record, "system")? {
+    if let Some(system) = optional_string(record, options.keys(Format::Alpaca).system)? {
         if !system.is_empty() {
             messages.push(message(Role::System, system));
         }
@@ -510,10 +566,34 @@ mod tests {
     }
 
     #[test]
+    fn field_names_map_unusual_layouts() {
+        let options = SchemaOptions {
+            fields: FieldNames {
+                messages: Some("dialog".into()),
+                role: Some("speaker".into()),
+                content: Some("text".into()),
+                system: Some("persona".into()),
+            },
+            ..Default::default()
+        };
+        let c = parse_record(br#"{"persona":"P","dialog":[{"speaker":"user","text":"q"},{"speaker":"assistant","text":"a"}]}"#, &options).unwrap();
+        assert_eq!(roles(&c), ["system", "user", "assistant"]);
+        assert_eq!(c.messages[2].content, "a");
+    }
+
+    #[test]
+    fn forced_format_that_does_not_fit_names_the_likely_one() {
+        let options = SchemaOptions { format: Some(Format::ShareGpt), ..Default::default() };
+        let reject = parse_record(br#"{"instruction":"i","input":"","output":"o"}"#, &options).unwrap_err();
+        assert_eq!(reject.reason, RejectReason::MissingField);
+        assert!(reject.detail.ends_with("this looks like an alpaca record: try --format alpaca"), "{}", reject.detail);
+    }
+
+    #[test]
     fn role_map_renames_before_aliases() {
         let options = SchemaOptions {
-            format: None,
             role_map: [("bot".to_string(), "assistant".to_string())].into_iter().collect(),
+            ..Default::default()
         };
         let c = parse_record(br#"{"conversations":[{"from":"human","value":"x"},{"from":"bot","value":"y"}]}"#, &options).unwrap();
         assert_eq!(roles(&c), ["user", "assistant"]);

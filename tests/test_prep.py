@@ -222,3 +222,26 @@ def test_shards_union_equals_the_unsharded_run_and_finished_shards_are_kept(tmp_
     assert again["skipped"] and again["written"] == shards[1]["written"]
     with pytest.raises(fastsft.FastSFTError, match="other inputs or options"):
         fastsft.prep(inputs, QWEN, tmp_path / "sharded", max_len=100)
+
+
+def test_field_mapping_gives_the_same_arrays_as_the_original_layout(tmp_path):
+    original = [json.loads(line) for line in gzip.open(CORPORA / "llamafactory_glaive_toolcall_en_demo.jsonl.gz", "rt")][:40]
+    renamed = [
+        {"persona": "Be brief.", "dialog": [{"speaker": m["from"], "text": m["value"]} for m in r["conversations"]], "tools": r["tools"]}
+        for r in original
+    ]
+    for r in original:
+        r["system"] = "Be brief."
+    a = fastsft.prep([write_jsonl(tmp_path / "a.jsonl", original)], QWEN, tmp_path / "a")
+    b = fastsft.prep(
+        [write_jsonl(tmp_path / "b.jsonl", renamed)], QWEN, tmp_path / "b",
+        messages_field="dialog", role_field="speaker", content_field="text", system_field="persona",
+    )
+    assert a["written"] == b["written"] == 40
+    for name in ("input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy"):
+        assert sha256(tmp_path / "a" / name) == sha256(tmp_path / "b" / name), name
+
+
+def test_forced_format_that_does_not_fit_says_which_fits(tmp_path):
+    with pytest.raises(fastsft.FastSFTError, match="looks like an alpaca record: try --format alpaca"):
+        fastsft.prep([CORPORA / "llamafactory_identity.jsonl.gz"], QWEN, tmp_path / "out", format="sharegpt")

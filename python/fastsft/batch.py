@@ -15,11 +15,12 @@ IGNORE_INDEX = -100
 
 
 @functools.lru_cache(maxsize=8)
-def _encoder(tokenizer: str, template: str | None, format: str | None, role_map: tuple, max_len: int | None,
-             truncation: str, train_on: str, train_eot: bool, train_on_prompt: bool) -> _core.RecordEncoder:
+def _encoder(tokenizer: str, template: str | None, format: str | None, role_map: tuple, fields: tuple,
+             max_len: int | None, truncation: str, train_on: str, train_eot: bool,
+             train_on_prompt: bool) -> _core.RecordEncoder:
     # One encoder per worker process and configuration: loading a tokenizer takes ~0.1-1 s.
     return _core.RecordEncoder(
-        tokenizer, template=template, format=format, role_map=dict(role_map) or None, max_len=max_len,
+        tokenizer, template=template, format=format, role_map=dict(role_map) or None, fields=dict(fields) or None, max_len=max_len,
         truncation=truncation, train_on=train_on, train_eot=train_eot, train_on_prompt=train_on_prompt,
     )
 
@@ -54,6 +55,7 @@ def encode_batch(
     template: str | None = None,
     format: str | None = None,
     role_map: dict[str, str] | None = None,
+    fields: dict[str, str] | None = None,
     max_len: int | None = None,
     truncation: str = "right",
     train_on: str = "all",
@@ -66,13 +68,15 @@ def encode_batch(
     Returns `input_ids`, `labels` (-100 where not trained), `loss_mask`, `truncated`, and `reject` /
     `reject_detail` (None for rows that encoded; for rejected rows the arrays are empty, so
     engines can count and filter them — nothing disappears silently). `threads` defaults to 1
-    because engines run one call per worker already.
+    because engines run one call per worker already. `fields` maps messages/role/content/system
+    to the record's own field names (the CLI's --messages-field etc.).
 
     >>> out = encode_batch([{"messages": [{"role": "user", "content": "Hi"},
     ...                                   {"role": "assistant", "content": "Hello"}]}],
     ...                    "assets/tokenizers/qwen2.5")  # doctest: +SKIP
     """
-    encoder = _encoder(os.fspath(tokenizer), template, format, tuple(sorted((role_map or {}).items())), max_len,
+    encoder = _encoder(os.fspath(tokenizer), template, format, tuple(sorted((role_map or {}).items())),
+                       tuple(sorted((fields or {}).items())), max_len,
                        truncation, train_on, train_eot, train_on_prompt)
     out = encoder.encode_batch(_records(records), threads)
     labels = [[t if m else IGNORE_INDEX for t, m in zip(ids, mask)] for ids, mask in zip(out["input_ids"], out["loss_mask"])]

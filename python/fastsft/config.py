@@ -31,6 +31,10 @@ class PrepOptions:
         "Rename unusual roles, e.g. --role-map bot=assistant --role-map customer=user.",
         metavar="FROM=TO",
     )
+    messages_field: str | None = _opt(None, "Field holding the list of messages, for unusual layouts (default: conversations / messages).")
+    role_field: str | None = _opt(None, "Field of a message holding its role (default: from / role).")
+    content_field: str | None = _opt(None, "Field of a message holding its text (default: value / content).")
+    system_field: str | None = _opt(None, "Top-level field holding a system prompt (default: system).")
     max_len: int | None = _opt(None, "Longest sample in tokens; longer ones are cut (--truncation right) or rejected (drop).")
     truncation: str = _opt("right", "What to do with samples over --max-len.", choices=("right", "drop"))
     train_on: str = _opt("all", "Which assistant turns are trained: every one, or only the last.", choices=("all", "last"))
@@ -71,6 +75,16 @@ class PrepOptions:
             raise ValueError(f"--shard-index {self.shard_index}: must be in 0..{self.num_shards - 1} for --num-shards {self.num_shards}")
         if self.max_reject_fraction is not None and not 0.0 <= self.max_reject_fraction <= 1.0:
             raise ValueError(f"--max-reject-fraction {self.max_reject_fraction}: must be between 0 and 1")
+
+
+FIELD_OPTIONS = ("messages_field", "role_field", "content_field", "system_field")
+
+
+def field_mapping(options: dict) -> dict[str, str] | None:
+    """Pops the four --*-field options into the `fields` mapping the extension takes."""
+    fields = {name.removesuffix("_field"): options.pop(name) for name in FIELD_OPTIONS if name in options}
+    fields = {k: v for k, v in fields.items() if v is not None}
+    return fields or None
 
 
 def parse_role_map(pairs: list[str] | None) -> dict[str, str] | None:

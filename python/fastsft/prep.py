@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from fastsft import _core
-from fastsft.config import PrepOptions
+from fastsft.config import PrepOptions, field_mapping
 
 
 def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
@@ -50,6 +50,7 @@ def prep(
     options.setdefault("progress", False)
     opts = PrepOptions(**options)
     kwargs = dataclasses.asdict(opts)
+    kwargs["fields"] = field_mapping(kwargs)
     num_shards, shard_index = shard_from_environment(opts.num_shards, opts.shard_index)
     kwargs["num_shards"], kwargs["shard_index"] = num_shards, shard_index
     output = os.fspath(output)
