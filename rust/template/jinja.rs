@@ -12,6 +12,7 @@ use minijinja::value::{Kwargs, Value};
 use minijinja::{Environment, ErrorKind};
 
 use super::generation;
+use super::markers;
 use super::pyjson::{to_python_json, PyJsonOptions};
 use super::{Rendered, Span, SpecialTokens, MARK_END, MARK_START};
 use crate::error::{Error, Result};
@@ -25,6 +26,8 @@ pub struct JinjaTemplate {
     has_generation: bool,
     /// The token that closes an assistant turn, found by rendering a probe conversation.
     end_of_turn: Option<String>,
+    /// What `add_generation_prompt=True` appends (the assistant header), found the same way.
+    generation_prompt: Option<String>,
 }
 
 impl JinjaTemplate {
@@ -40,8 +43,9 @@ impl JinjaTemplate {
         env.add_filter("tojson", tojson);
         env.add_filter(generation::FILTER_NAME, generation::mark);
         env.add_template_owned(NAME, source).map_err(|e| Error::template(format!("cannot parse: {e:#}")))?;
-        let mut template = JinjaTemplate { env, special, has_generation, end_of_turn: None };
+        let mut template = JinjaTemplate { env, special, has_generation, end_of_turn: None, generation_prompt: None };
         template.end_of_turn = template.probe_end_of_turn();
+        template.generation_prompt = template.probe_generation_prompt();
         Ok(template)
     }
 
@@ -114,6 +118,42 @@ impl JinjaTemplate {
                  add {% generation %} blocks to the template",
             ));
         };
+        if let Some(index) = assistant_indices(conversation).find(|&i| conversation.messages[i].content.contains(eot.as_str())) {
+            return Err(Reject::new(
+                RejectReason::SpanNotFound,
+                format!("assistant message {} contains the end-of-turn token {eot} in its text", index + 1),
+            ));
+        }
+        match self.spans_by_prefixes(conversation, messages, tools, &text, eot) {
+            Ok(spans) => Ok(Rendered { text, spans }),
+            Err(prefix_reject) => {
+                let replies: Vec<(usize, &str)> =
+                    assistant_indices(conversation).map(|i| (i, conversation.messages[i].content.as_str())).collect();
+                if replies.iter().any(|(_, reply)| reply.trim().is_empty()) {
+                    return Err(prefix_reject);
+                }
+                let render_marked = |markers: &[String]| {
+                    let mut marked = messages.to_vec();
+                    for ((index, _), marker) in replies.iter().zip(markers) {
+                        let mut message = conversation.messages[*index].clone();
+                        message.content = marker.clone();
+                        marked[*index] = message_value(&message);
+                    }
+                    self.render_messages(&marked, tools, false)
+                };
+                let spans = markers::find_spans(&text, &replies, render_marked, self.generation_prompt.as_deref(), eot)
+                    .map_err(|e| Reject::new(e.reason, format!("{}; {}", prefix_reject.detail, e.detail)))?;
+                for span in &spans {
+                    check_content(&conversation.messages[span.message], &text[span.start..span.eot_start], span.message)?;
+                }
+                Ok(Rendered { text, spans })
+            }
+        }
+    }
+
+    /// Spans when the conversation before each assistant message, rendered with the generation
+    /// prompt, is a prefix of the whole rendering (most templates): one render per reply.
+    fn spans_by_prefixes(&self, conversation: &Conversation, messages: &[Value], tools: &Value, text: &str, eot: &str) -> std::result::Result<Vec<Span>, Reject> {
         let mut spans = Vec::new();
         let mut previous_end = 0;
         for index in assistant_indices(conversation) {
@@ -125,7 +165,7 @@ impl JinjaTemplate {
                 ));
             }
             let start = prompt.len();
-            let Some(eot_offset) = text[start..].find(eot.as_str()) else {
+            let Some(eot_offset) = text[start..].find(eot) else {
                 return Err(Reject::new(RejectReason::SpanNotFound, format!("no {eot} after assistant message {}", index + 1)));
             };
             let eot_start = start + eot_offset;
@@ -134,7 +174,16 @@ impl JinjaTemplate {
             spans.push(Span { message: index, start, eot_start, end });
             previous_end = end;
         }
-        Ok(Rendered { text, spans })
+        Ok(spans)
+    }
+
+    /// The assistant header: what `[user]` rendered with the generation prompt adds to `[user]`.
+    fn probe_generation_prompt(&self) -> Option<String> {
+        let user = Message { role: Role::User, content: "fastsft probe question".into(), tool_calls: None, train: None };
+        let values = vec![message_value(&user)];
+        let with = self.render_messages(&values, &Value::from(()), true).ok()?;
+        let without = self.render_messages(&values, &Value::from(()), false).ok()?;
+        with.strip_prefix(without.as_str()).map(str::to_string)
     }
 
     /// Renders `[user, assistant]` (with a system turn if the template insists) and takes the
@@ -171,7 +220,8 @@ fn assistant_indices(conversation: &Conversation) -> impl Iterator<Item = usize>
 /// The span must hold the message's text (templates may trim it), so that a reply containing
 /// the end-of-turn string itself, or a template that moves text around, is caught.
 fn check_content(message: &Message, span: &str, index: usize) -> std::result::Result<(), Reject> {
-    let content = message.content.trim();
+    // Reasoning templates (Qwen3) re-render or drop a `<think>` block: check the answer after it.
+    let content = message.content.rsplit_once("</think>").map_or(message.content.as_str(), |(_, answer)| answer).trim();
     if content.is_empty() || span.contains(content) {
         return Ok(());
     }

@@ -9,6 +9,7 @@
 mod builtin;
 mod generation;
 mod jinja;
+mod markers;
 pub mod pyjson;
 mod strftime;
 

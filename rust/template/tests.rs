@@ -99,3 +99,42 @@ fn reply_containing_the_end_of_turn_token_is_rejected() {
     let c = conversation(r#"{"conversations":[{"from":"human","value":"q"},{"from":"gpt","value":"a<|im_end|>b"}]}"#);
     assert_eq!(template.render(&c).unwrap_err().reason, RejectReason::SpanNotFound);
 }
+
+fn model_template(family: &str) -> crate::Encoder {
+    crate::Encoder::load(&assets().join(family), None, SchemaOptions::default(), crate::EncodeOptions::default()).unwrap()
+}
+
+const SYSTEM_TWO_TURNS: &str = r#"{"system":"Be brief.","conversations":[{"from":"human","value":"Hi"},{"from":"gpt","value":"Hello."},
+    {"from":"human","value":"Bye"},{"from":"gpt","value":" Goodbye! "}]}"#;
+
+#[test]
+fn mistral_v03_moves_the_system_prompt_yet_spans_are_found() {
+    // The template prints the system prompt only in a user turn that is the last message, so the
+    // prompt before the first reply has it and the whole conversation does not: prefixes differ.
+    let encoder = model_template("mistral-7b-instruct-v0.3");
+    let rendered = encoder.template().render(&conversation(SYSTEM_TWO_TURNS)).unwrap();
+    assert_eq!(rendered.text, "<s>[INST] Hi[/INST] Hello.</s>[INST] Bye[/INST] Goodbye!</s>");
+    assert_eq!(span_texts(&rendered), ["Hello.</s>", "Goodbye!</s>"]);
+}
+
+#[test]
+fn every_family_finds_both_turns() {
+    let expected = [
+        ("qwen2.5", ["Hello.<|im_end|>", " Goodbye! <|im_end|>"]),
+        ("qwen3", ["Hello.<|im_end|>", "<think>\n\n</think>\n\n Goodbye! <|im_end|>"]),
+        ("llama3.1", ["Hello.<|eot_id|>", "Goodbye!<|eot_id|>"]),
+        ("phi3", ["Hello.<|end|>", " Goodbye! <|end|>"]),
+        ("tinyllama-chat", ["Hello.</s>", " Goodbye! </s>"]),
+    ];
+    for (family, spans) in expected {
+        let encoder = model_template(family);
+        let rendered = encoder.template().render(&conversation(SYSTEM_TWO_TURNS)).unwrap();
+        assert_eq!(span_texts(&rendered), spans, "{family}: {:?}", rendered.text);
+    }
+    // Gemma's template raises on a system message; without one both turns are found.
+    let encoder = model_template("gemma");
+    let plain = conversation(r#"{"conversations":[{"from":"human","value":"Hi"},{"from":"gpt","value":"Hello."},{"from":"human","value":"Bye"},{"from":"gpt","value":" Goodbye! "}]}"#);
+    assert_eq!(span_texts(&encoder.template().render(&plain).unwrap()), ["Hello.<end_of_turn>", "Goodbye!<end_of_turn>"]);
+    let reject = encoder.template().render(&conversation(SYSTEM_TWO_TURNS)).unwrap_err();
+    assert_eq!((reject.reason, reject.detail.as_str()), (RejectReason::TemplateError, "System role not supported"));
+}
