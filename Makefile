@@ -15,7 +15,9 @@ demo: install  ## prepare the shipped corpora with the shipped Qwen2.5 tokenizer
 	$(PYTHON) -c "import fastsft; ds = fastsft.SFTDataset('$(DEMO_OUT)'); print(len(ds), 'samples;', 'input_ids', ds[0]['input_ids'][:8].tolist(), 'labels', ds[0]['labels'][-8:].tolist())"
 
 test-deps:  ## test dependencies and fastsft itself (editable, release build)
-	$(PYTHON) -m pip install -r requirements-test.txt
+	# torch first: DeepSpeed's pip build imports it.
+	$(PYTHON) -m pip install torch==2.15.0
+	$(PYTHON) -m pip install -r requirements-test.txt -r requirements-train.txt -r requirements-interop.txt
 	$(PYTHON) -m pip install -e .
 
 rust-test:
