@@ -89,6 +89,12 @@ def records(corpus: Path, limit: int | None):
             continue
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its waited-for children (pool workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 class Rows:
     """Collects rows (ids, mask, line) into flat arrays."""
 
@@ -167,7 +173,7 @@ def worker_tutorial(args, out: Path) -> dict:
     assert all(not (t.lstrip or t.rstrip or t.normalized) for t in tok.get_added_tokens_decoder().values())
     cut = re.compile("(" + "|".join(re.escape(a) for a in sorted(added, key=len, reverse=True)) + ")")
     rows = Rows(with_mask=True)
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), cpu_seconds()
     for line, conv in records(Path(args.corpus), args.limit):
         pieces = qwen_pieces(conv)
         spans, pos = [], 0  # trained character spans of the whole text
@@ -192,7 +198,7 @@ def worker_tutorial(args, out: Path) -> dict:
                 mask.append(int(k < len(spans) and base + e > spans[k][0]))
             base += len(piece)
         rows.add(line, ids, mask)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
     rows.save(out)
     # Untimed: how often the naive loop (one call per template piece) is wrong.
     naive_wrong, index = 0, 0
@@ -201,14 +207,14 @@ def worker_tutorial(args, out: Path) -> dict:
         if naive != rows.ids[rows.offsets[index] : rows.offsets[index + 1]].tolist():
             naive_wrong += 1
         index += 1
-    return {"seconds": seconds, "conversations": len(rows.lines), "tokens": len(rows.ids), "naive_wrong": naive_wrong}
+    return {"seconds": seconds, "cpu": cpu, "conversations": len(rows.lines), "tokens": len(rows.ids), "naive_wrong": naive_wrong}
 
 
 def worker_transformers(args, out: Path) -> dict:
     tok = reference.load_tokenizer(args.tokenizer)
     template = reference.marked_template()
     rows = Rows(with_mask=True)
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), cpu_seconds()
     for line, conv in records(Path(args.corpus), args.limit):
         enc = tok.apply_chat_template(
             conv.messages,
@@ -219,9 +225,9 @@ def worker_transformers(args, out: Path) -> dict:
             return_assistant_tokens_mask=True,
         )
         rows.add(line, enc["input_ids"], enc["assistant_masks"])
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
     rows.save(out)
-    return {"seconds": seconds, "conversations": len(rows.lines), "tokens": len(rows.ids)}
+    return {"seconds": seconds, "cpu": cpu, "conversations": len(rows.lines), "tokens": len(rows.ids)}
 
 
 _TOKENIZER = None
@@ -253,7 +259,7 @@ def worker_datasets(args, out: Path) -> dict:
 
     datasets.disable_progress_bars()
     cache = out / "hf_cache"
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), cpu_seconds()
     ds = datasets.load_dataset("text", data_files=str(args.corpus), split="train", cache_dir=str(cache))
     if args.limit is not None:
         ds = ds.select(range(min(args.limit, len(ds))))
@@ -264,7 +270,7 @@ def worker_datasets(args, out: Path) -> dict:
         num_proc=args.threads,
         remove_columns=["text"],
     )
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
     rows = Rows(with_mask=True)
     for batch in ds.iter(batch_size=10_000):
         for ok, line, ids, mask in zip(batch["ok"], batch["line"], batch["input_ids"], batch["assistant_masks"]):
@@ -272,7 +278,7 @@ def worker_datasets(args, out: Path) -> dict:
                 rows.add(line, ids, mask)
     rows.save(out)
     shutil.rmtree(cache, ignore_errors=True)
-    return {"seconds": seconds, "conversations": len(rows.lines), "tokens": len(rows.ids)}
+    return {"seconds": seconds, "cpu": cpu, "conversations": len(rows.lines), "tokens": len(rows.ids)}
 
 
 def worker_encode_batch(args, out: Path) -> dict:
@@ -285,22 +291,22 @@ def worker_encode_batch(args, out: Path) -> dict:
         keep = sum(1 for x in lines if x <= args.limit)
         lines, texts = lines[:keep], texts[:keep]
     rows = Rows(with_mask=False)
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), cpu_seconds()
     for i in range(0, len(texts), CHUNK):
         for line, enc in zip(lines[i : i + CHUNK], tok.encode_batch(texts[i : i + CHUNK], add_special_tokens=False)):
             rows.add(line, enc.ids)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
     rows.save(out)
-    return {"seconds": seconds, "conversations": len(rows.lines), "tokens": len(rows.ids)}
+    return {"seconds": seconds, "cpu": cpu, "conversations": len(rows.lines), "tokens": len(rows.ids)}
 
 
 def worker_fastsft(args, out: Path) -> dict:
     import fastsft
 
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), cpu_seconds()
     summary = fastsft.prep([str(args.corpus)], str(args.tokenizer), str(out / "prep"), threads=args.threads)
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "conversations": summary["written"], "tokens": summary["tokens"], "summary": summary}
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
+    return {"seconds": seconds, "cpu": cpu, "conversations": summary["written"], "tokens": summary["tokens"], "summary": summary}
 
 
 WORKERS = {
@@ -524,7 +530,8 @@ def main() -> None:
     def rate(r):
         return r["conversations"] / r["seconds"]
 
-    header = ["method", "records", "conversations/s", "tokens/s", "peak PSS MB (tree)", "max RSS MB (1 process)",
+    header = ["method", "records", "conversations/s", "tokens/s", "CPU s", "conversations per CPU s",
+              "peak PSS MB (tree)", "max RSS MB (1 process)",
               "vs encode_batch (same threads)", "vs datasets.map", "output vs fastsft"]
     table = []
     for r, out in results:
@@ -543,6 +550,8 @@ def main() -> None:
             f"{r['limit'] if r['limit'] is not None else args.conversations:,}",
             f"{rate(r):,.0f}",
             f"{r['tokens'] / r['seconds']:,.0f}",
+            f"{r['cpu']:,.1f}",
+            f"{r['conversations'] / r['cpu']:,.0f}",
             f"{r['peak_pss_mb']:,.0f}",
             f"{r['max_rss_mb']:,.0f}",
             f"{rate(r) / rate(same):.2f}x" if same else "",

@@ -8,9 +8,14 @@
   Qwen2.5's template with `{% generation %}` blocks (checked here to render byte-identical text, and
   to mark exactly the spans a person would), both for fastsft with Qwen2.5's own template and for
   fastsft given the marked template;
+- `--max-len N`: right truncation equals transformers' `truncation=True, max_length=N`; `drop`
+  rejects exactly the longer rows;
+- Qwen3's template: ids equal transformers', masks equal the hand-drawn DESIGN §3 mask;
 - the built-in `chatml` template on hand-checked golden examples.
 
-The messages come from tests/reference.py, which re-implements the record rules independently.
+Corpora: the repo's real chat corpora (every record) and conftest.EDGE_LINES (hand-written records
+for what they lack, one per reject rule among them). The messages come from tests/reference.py,
+which re-implements the record rules independently of fastsft.
 """
 
 from __future__ import annotations
@@ -46,9 +51,9 @@ from reference import (
 )
 
 # fastsft's reject codes (rejects.jsonl "reason", rust/schema.rs `RejectReason::code`) -> the
-# contract rules each may stand for. Codes missing here (reserved_character, assistant_span_not_found,
-# too_long) are never justified on these corpora: no rule of the contract rejects such a record with
-# a ChatML template and no --max-len.
+# contract rules each may stand for. Of the codes missing here, too_long is checked by
+# test_truncation_drop, assistant_span_not_found is accepted only for a reply that holds <|im_end|>
+# (span_may_be_unfindable), and reserved_character is never justified: no rule rejects such a record.
 FASTSFT_REASONS = {
     "invalid_json": {MALFORMED_JSON},
     "not_an_object": {NOT_OBJECT},
