@@ -43,11 +43,11 @@ class TrainOptions:
 
     data: list[str] = field(
         default_factory=list,
-        metadata=_opt("--data", "prepared dataset directories (or parents of shard directories)", nargs="+", required=True),
+        metadata=_opt("--data", "prepared dataset directories (or parents of shard directories)", nargs="+", required=True, metavar="DIR"),
     )
-    model: str = field(default="", metadata=_opt("--model", "local model directory (config, weights, tokenizer.json)", required=True))
-    output: str = field(default="", metadata=_opt("--output", "directory for checkpoints and the final model", required=True))
-    eval_data: list[str] | None = field(default=None, metadata=_opt("--eval-data", "prepared datasets to evaluate on", nargs="+"))
+    model: str = field(default="", metadata=_opt("--model", "local model directory (config, weights, tokenizer.json)", required=True, metavar="DIR"))
+    output: str = field(default="", metadata=_opt("--output", "directory for checkpoints and the final model", required=True, metavar="DIR"))
+    eval_data: list[str] | None = field(default=None, metadata=_opt("--eval-data", "prepared datasets to evaluate on", nargs="+", metavar="DIR"))
     eval_split: float = field(
         default=0.0, metadata=_opt("--eval-split", "hold out this fraction (<1) or number (>=1) of training samples for eval", type=float)
     )
@@ -64,7 +64,7 @@ class TrainOptions:
         default=4, metadata=_opt("--batch-size", "per-device batch: samples (pad) or packs (--packing) per step", type=int)
     )
     grad_accum: int = field(default=1, metadata=_opt("--grad-accum", "gradient accumulation steps", type=int))
-    seed: int = field(default=42, metadata=_opt("--seed", "random seed (model init of LoRA, data order)", type=int))
+    seed: int = field(default=42, metadata=_opt("--seed", "random seed (data order, dropout, LoRA init)", type=int))
     precision: str = field(
         default="auto",
         metadata=_opt("--precision", "auto: bf16 on GPUs that have it, else fp16 on GPU, fp32 on CPU", choices=["auto", "bf16", "fp16", "fp32"]),
@@ -78,10 +78,10 @@ class TrainOptions:
     eval_steps: int | None = field(default=None, metadata=_opt("--eval-steps", "evaluate every N steps (default: --save-steps)", type=int))
     resume: str | None = field(
         default=None,
-        metadata=_opt("--resume", "resume from the latest checkpoint in --output, or from the checkpoint given", nargs="?", const="latest"),
+        metadata=_opt("--resume", "resume from the latest checkpoint in --output, or from the checkpoint given", nargs="?", const="latest", metavar="CHECKPOINT"),
     )
     deepspeed: str | None = field(
-        default=None, metadata=_opt("--deepspeed", "zero2, zero3, zero3-offload (shipped presets) or a DeepSpeed JSON file")
+        default=None, metadata=_opt("--deepspeed", "zero2, zero3, zero3-offload (shipped presets) or a DeepSpeed JSON file", metavar="PRESET|FILE")
     )
     packing: bool = field(
         default=False, metadata=_opt("--packing", "pack samples padding-free into --pack-len token rows", action="store_true")
@@ -101,7 +101,7 @@ class TrainOptions:
         default=None, metadata=_opt("--num-workers", "DataLoader worker processes (default: 2 on GPU, 0 on CPU)", type=int)
     )
     report_to: str = field(default="none", metadata=_opt("--report-to", "none, tensorboard, wandb, ... (transformers report_to)"))
-    local_rank: int = field(default=-1, metadata=_opt("--local_rank", "set by the deepspeed launcher; read LOCAL_RANK instead", type=int))
+    local_rank: int = field(default=-1, metadata=_opt("--local_rank", "set by the deepspeed launcher (the rank is read from LOCAL_RANK)", type=int, metavar="N"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -550,9 +550,19 @@ example:
 """
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's example lines as written; shows the defaults that say something."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and not action.required and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
 def register_cli(subparsers: Any) -> None:
     """Add the ``train`` and ``tiny-model`` subcommands to an argparse ``subparsers`` object."""
-    fmt = argparse.RawDescriptionHelpFormatter
+    fmt = _HelpFormatter
     p = subparsers.add_parser(
         "train", help="train a causal LM on prepared data (transformers Trainer, DeepSpeed, LoRA)",
         description="Train on datasets made by `fastsft prep`.", epilog=TRAIN_EPILOG, formatter_class=fmt,
