@@ -96,6 +96,14 @@ EDGE_LINES = [
     ("Jinja syntax in content", _j({"messages": [
         {"role": "user", "content": "{{ 1 + 1 }} {% if true %}x{% endif %} {# c #}"},
         {"role": "assistant", "content": "{{ raise_exception('no') }}"}]})),
+    ("ShareGPT: empty top-level system, a system turn mid-conversation", _j({"system": "", "conversations": [
+        {"from": "human", "value": "q"}, {"from": "system", "value": "Now answer in French."},
+        {"from": "gpt", "value": "oui"}]})),
+    ("OpenAI: arguments a JSON string of a list (not an object: kept as a string)", _j({"messages": [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "[1, 2]"}}]},
+        {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]})),
+    ("Alpaca: input null", _j({"instruction": "i", "input": None, "output": "o"})),
     ("blank line follows (skipped, still counted)", _j({"messages": [
         {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})),
     ("", ""),
