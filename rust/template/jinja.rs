@@ -37,7 +37,8 @@ impl JinjaTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_keep_trailing_newline(false);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_unknown_method_callback(super::pystr::unknown_method);
+        env.add_filter("trim", super::pystr::trim);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", |format: String| super::strftime::now(&format));
         env.add_filter("tojson", tojson);

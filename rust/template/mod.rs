@@ -11,6 +11,7 @@ mod generation;
 mod jinja;
 mod markers;
 pub mod pyjson;
+mod pystr;
 mod strftime;
 
 use std::path::Path;

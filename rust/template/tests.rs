@@ -138,3 +138,11 @@ fn every_family_finds_both_turns() {
     let reject = encoder.template().render(&conversation(SYSTEM_TWO_TURNS)).unwrap_err();
     assert_eq!((reject.reason, reject.detail.as_str()), (RejectReason::TemplateError, "System role not supported"));
 }
+
+#[test]
+fn python_whitespace_in_trim_and_strip() {
+    let source = "{{ messages[0].content | trim }}|{{ messages[0].content.strip() }}|{{ messages[0].content.split() | length }}";
+    let template = jinja::JinjaTemplate::new(source, special(&[])).unwrap();
+    let conv = conversation("{\"conversations\":[{\"from\":\"human\",\"value\":\"\\u001f a b\\u001c\"},{\"from\":\"gpt\",\"value\":\"x\"}]}");
+    assert_eq!(template.render_text_for_tests(&conv).unwrap(), "a b|a b|2");
+}
