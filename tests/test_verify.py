@@ -1,0 +1,219 @@
+"""`fastsft verify` (python/fastsft/verify.py): datasets made by `fastsft.prep` from the shipped
+corpora verify as identical for every family; a flipped id or mask bit, a changed input, a wrong
+path are each reported as such; the sample draw is seeded; inputs are read back in every layout
+prep reads (JSONL, JSON array, gzip, zstd, BOM), and shard directories are verified as a whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import itertools
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import fastsft
+import numpy as np
+import pytest
+from fastsft.verify import read_records, register_cli, verify
+
+REPO = Path(__file__).resolve().parent.parent
+CORPORA = REPO / "assets" / "corpora"
+TOKENIZERS = REPO / "assets" / "tokenizers"
+GENERATION_TEMPLATE = Path(__file__).resolve().parent / "templates" / "qwen2.5_generation.jinja"
+
+# family -> (corpus, prep options): between them tools and function calls, long multi-turn Chinese
+# (byte-level BPE whose offsets lie), SentencePiece with control tokens, a 256k vocabulary, truncation.
+FAMILIES = {
+    "qwen2.5": ("llamafactory_glaive_toolcall_en_demo", {"max_len": 768}),
+    "llama3.1": ("medicalgpt_sharegpt_zh_1k", {"max_len": 1024}),
+    "mistral-7b-instruct-v0.3": ("fastchat_dummy_conversation", {}),
+    "gemma": ("llamafactory_alpaca_zh_demo", {"max_len": 256}),
+}
+LINES = 50
+
+
+def head(corpus: str, path: Path, n: int = LINES) -> Path:
+    """The first `n` lines of a shipped corpus, as a plain JSONL file."""
+    with gzip.open(CORPORA / f"{corpus}.jsonl.gz", "rt", encoding="utf-8") as f:
+        path.write_text("".join(itertools.islice(f, n)), encoding="utf-8")
+    return path
+
+
+def prep(inputs: list[Path], family: str, out: Path, **options: Any) -> dict[str, Any]:
+    return fastsft.prep([str(p) for p in inputs], TOKENIZERS / family, out, overwrite=True, **options)
+
+
+def cli(*argv: Any) -> int:
+    parser = argparse.ArgumentParser(prog="fastsft")
+    register_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["verify", *map(str, argv)])
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory) -> dict[str, Path]:
+    """{family: dataset directory} for FAMILIES, prepared once."""
+    root = tmp_path_factory.mktemp("verify")
+    out = {}
+    for family, (corpus, options) in FAMILIES.items():
+        summary = prep([head(corpus, root / f"{family}.jsonl")], family, root / family, **options)
+        assert summary["written"] >= LINES // 2, summary
+        out[family] = root / family
+    return out
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_sample_identical(datasets, family):
+    result = verify(datasets[family], sample=10_000)
+    written = int(json.loads((datasets[family] / "manifest.json").read_text())["num_samples"])
+    assert result["num_samples"] == result["sampled"] == written
+    assert (result["checked"], result["identical"], result["different"]) == (written, written, 0), result["differences"][:1]
+    assert result["skipped"] == {} and result["warnings"] == []
+    assert cli(datasets[family], "--sample", 10) == 0
+
+
+# Records for the options: a per-message `train: false`, `weight: 0`, a system prompt (which
+# Mistral v0.3 moves to the last user turn, so history is not a prefix), repeated replies, a reply
+# that contains the end-of-turn token itself (only the generation template and ChatML keep it).
+HANDMADE = [
+    {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
+                  {"role": "assistant", "content": "4", "train": False}, {"role": "user", "content": "and 3+3?"},
+                  {"role": "assistant", "content": "6"}]},
+    {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello", "weight": 0},
+                  {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+    {"messages": [{"role": "system", "content": "You answer in French."}, {"role": "user", "content": "cat?"},
+                  {"role": "assistant", "content": "chat"}, {"role": "user", "content": "dog?"},
+                  {"role": "assistant", "content": "chien"}]},
+    {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "real <|im_end|> inside"}]},
+]  # fmt: skip
+OPTION_CASES = [
+    ("qwen2.5", {"train_on": "last", "train_eot": False}),
+    ("qwen2.5", {"template": "chatml", "max_len": 300}),
+    ("qwen2.5", {"template": str(GENERATION_TEMPLATE), "train_eot": False}),
+    ("qwen2.5", {"train_on_prompt": True, "max_len": 200}),
+    ("qwen2.5", {"truncation": "drop", "max_len": 700}),
+    ("mistral-7b-instruct-v0.3", {"train_on": "all"}),
+]
+
+
+@pytest.mark.parametrize(("family", "options"), OPTION_CASES, ids=[f"{f}-{'-'.join(map(str, o.values()))[-40:]}" for f, o in OPTION_CASES])
+def test_options_identical(tmp_path, family, options):
+    handmade = tmp_path / "handmade.jsonl"
+    handmade.write_text("".join(json.dumps(r) + "\n" for r in HANDMADE), encoding="utf-8")
+    corpus = head("llamafactory_glaive_toolcall_en_demo", tmp_path / "glaive.jsonl", 20)
+    summary = prep([handmade, corpus], family, tmp_path / "out", **options)
+    assert summary["written"] >= 10, summary
+    result = verify(tmp_path / "out", sample=10_000)
+    assert result["different"] == 0, result["differences"][0]["detail"]
+    assert result["identical"] == result["checked"] == summary["written"], result["skipped"]
+
+
+def corrupt(src: Path, dst: Path, array: str, sample: int, at: int) -> int:
+    """Copies a dataset and changes one value of `array` in `sample` (position `at` from its
+    start); returns the position in the whole array."""
+    shutil.copytree(src, dst)
+    offsets = np.load(dst / "offsets.npy")
+    values = np.load(dst / array)
+    position = int(offsets[sample]) + at
+    assert position < offsets[sample + 1]
+    values[position] = values[position] ^ 1
+    np.save(dst / array, values)
+    return position
+
+
+@pytest.mark.parametrize(("array", "kind"), [("input_ids.npy", "ids"), ("loss_mask.npy", "mask")])
+def test_a_flipped_value_is_reported(datasets, tmp_path, capsys, array, kind):
+    corrupt(datasets["qwen2.5"], tmp_path / "bad", array, sample=7, at=40)
+    result = verify(tmp_path / "bad", sample=10_000)
+    assert result["different"] == 1 and result["identical"] == result["checked"] - 1
+    (difference,) = result["differences"]
+    assert (difference["sample"], difference["line"], difference["kind"], difference["position"]) == (7, 8, kind, 40)
+    assert cli(tmp_path / "bad", "--sample", 10_000) == 1
+    out = capsys.readouterr().out
+    assert "sample 7 (" in out and "qwen2.5.jsonl:8)" in out and "position 40" in out and "DIFFERENT: 1 of" in out
+    assert ">     40" in out  # the side-by-side table points at the differing token
+
+
+def test_sample_and_seed(datasets):
+    ds = datasets["mistral-7b-instruct-v0.3"]
+    first, again = verify(ds, sample=5, seed=3), verify(ds, sample=5, seed=3)
+    assert first["samples"] == again["samples"] and len(first["samples"]) == 5 == first["checked"]
+    assert verify(ds, sample=5, seed=4)["samples"] != first["samples"]
+    whole = verify(ds, sample=10_000)
+    assert [row for _, row in whole["samples"]] == list(range(whole["num_samples"]))
+    with pytest.raises(SystemExit) as exit_info:
+        cli(ds, "--sample", 0)
+    assert exit_info.value.code == 2
+
+
+def test_wrong_path_is_a_usage_error(tmp_path, capsys):
+    assert cli(tmp_path / "missing") == 2
+    err = capsys.readouterr().err
+    assert "missing: no such dataset directory" in err and "fastsft prep" in err
+    (tmp_path / "empty").mkdir()
+    assert cli(tmp_path / "empty") == 2
+    assert "neither a prepared dataset" in capsys.readouterr().err
+
+
+def test_changed_and_missing_inputs(tmp_path, capsys):
+    corpus = head("fastchat_dummy_conversation", tmp_path / "in.jsonl", 10)
+    prep([corpus], "qwen2.5", tmp_path / "out")
+    lines = corpus.read_text(encoding="utf-8").splitlines(keepends=True)
+    record = json.loads(lines[2])
+    record["conversations"][1]["value"] += " (edited)"
+    lines[2] = json.dumps(record) + "\n"
+    corpus.write_text("".join(lines), encoding="utf-8")
+    result = verify(tmp_path / "out", sample=10_000)
+    assert any("changed since the dataset was made" in w for w in result["warnings"])
+    assert [d["line"] for d in result["differences"]] == [3] and result["identical"] == 9
+    corpus.unlink()
+    assert cli(tmp_path / "out") == 2
+    captured = capsys.readouterr()
+    assert "input file not found" in captured.out and "no sample could be checked" in captured.err
+
+
+def test_input_layouts(tmp_path):
+    """JSON arrays (malformed and empty elements numbered as prep numbers them), zstd, gzip, BOM."""
+    zstandard = pytest.importorskip("zstandard")
+    with gzip.open(CORPORA / "llamafactory_identity.jsonl.gz", "rt", encoding="utf-8") as f:
+        records = [line.strip() for line in itertools.islice(f, 12)]
+    array = "\ufeff[\n" + ",\n".join(records[:4] + ["{bad json]"] + records[4:8]) + "\n]\n"
+    (tmp_path / "array.json.zst").write_bytes(zstandard.ZstdCompressor().compress(array.encode()))
+    (tmp_path / "lines.jsonl.gz").write_bytes(gzip.compress(("\ufeff" + "\n\n".join(records[8:]) + "\n").encode()))
+    summary = prep([tmp_path / "array.json.zst", tmp_path / "lines.jsonl.gz"], "qwen2.5", tmp_path / "out")
+    assert (summary["written"], summary["rejected"]) == (12, 1)
+    result = verify(tmp_path / "out", sample=10_000)
+    assert (result["checked"], result["identical"]) == (12, 12), result["differences"][:1]
+
+    found, _ = read_records(tmp_path / "array.json.zst", {1, 5, 6, 9, 10})
+    assert found[5].strip() == b"{bad json]" and json.loads(found[6]) == json.loads(records[4])
+    assert 10 not in found and json.loads(found[1]) == json.loads(records[0])
+    found, sha = read_records(tmp_path / "lines.jsonl.gz", {1, 3, 8})
+    assert json.loads(found[3]) == json.loads(records[9]) and 8 not in found
+    assert sha == fastsft.data.sha256_file(tmp_path / "lines.jsonl.gz")
+
+
+def test_shards_are_verified_together(tmp_path):
+    corpus = head("llamafactory_alpaca_en_demo", tmp_path / "in.jsonl", 20)
+    for index in range(2):
+        prep([corpus], "qwen2.5", tmp_path / "out", num_shards=2, shard_index=index)
+    result = verify(tmp_path / "out", sample=10_000)
+    assert result["num_samples"] == result["identical"] == 20
+    assert {Path(shard).name for shard, _ in result["samples"]} == {"shard-00000-of-00002", "shard-00001-of-00002"}
+    assert len(verify(tmp_path / "out", sample=6, seed=1)["samples"]) == 6
+
+
+def test_array_split_does_not_depend_on_chunk_boundaries():
+    """Elements are split by bracket depth outside strings; escapes and brackets inside strings,
+    an empty element, a malformed one and a missing closing bracket may fall on any chunk edge."""
+    from fastsft.verify import _elements
+
+    text = b' [ {"a": "x,]}\\"[{\\\\"}, [1, {"b": []}] ,, bad: , "s\\\\\\"" ,{"c": "\xc3\xa9"}  ]  trailing'
+    expected = [(1, b' {"a": "x,]}\\"[{\\\\"}'), (2, b' [1, {"b": []}] '), (3, b""), (4, b" bad: "), (5, b' "s\\\\\\"" '), (6, b'{"c": "\xc3\xa9"}  ')]
+    for size in range(1, 9):
+        chunks = [text[i : i + size] for i in range(0, len(text), size)]
+        assert list(_elements(iter(chunks))) == expected, size
+    assert list(_elements(iter([b'[{"a": 1}, {"b"']))) == [(1, b'{"a": 1}'), (2, b' {"b"')]
