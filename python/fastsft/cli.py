@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fast, exact SFT data preparation (and training) for chat models.",
     )
     parser.add_argument("--version", action="version", version=_version())
+    # The `deepspeed` launcher passes --local_rank=N before the subcommand; the rank is read from
+    # LOCAL_RANK, so the flag is accepted and ignored here.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_prep_parser(subparsers)
     from fastsft.view import register_cli as register_view

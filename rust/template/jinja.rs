@@ -13,6 +13,7 @@ use minijinja::{Environment, ErrorKind};
 
 use super::generation;
 use super::markers;
+use super::native::{self, NativeTemplate};
 use super::pyjson::{to_python_json, PyJsonOptions};
 use super::{Rendered, Span, SpecialTokens, MARK_END, MARK_START};
 use crate::error::{Error, Result};
@@ -28,6 +29,8 @@ pub struct JinjaTemplate {
     end_of_turn: Option<String>,
     /// What `add_generation_prompt=True` appends (the assistant header), found the same way.
     generation_prompt: Option<String>,
+    /// A native renderer that passed the start-up self-check against this template, if any.
+    native: Option<NativeTemplate>,
 }
 
 impl JinjaTemplate {
@@ -44,16 +47,55 @@ impl JinjaTemplate {
         env.add_filter("tojson", tojson);
         env.add_filter(generation::FILTER_NAME, generation::mark);
         env.add_template_owned(NAME, source).map_err(|e| Error::template(format!("cannot parse: {e:#}")))?;
-        let mut template = JinjaTemplate { env, special, has_generation, end_of_turn: None, generation_prompt: None };
+        let mut template = JinjaTemplate { env, special, has_generation, end_of_turn: None, generation_prompt: None, native: None };
         template.end_of_turn = template.probe_end_of_turn();
         template.generation_prompt = template.probe_generation_prompt();
+        template.native = template.matching_native();
         Ok(template)
+    }
+
+    /// The native family rendering this template, when one passed the self-check.
+    pub fn native_family(&self) -> Option<native::Family> {
+        self.native.as_ref().map(|n| n.family)
     }
 
     pub fn render(&self, conversation: &Conversation) -> std::result::Result<Rendered, Reject> {
         if conversation.messages.iter().any(|m| m.content.contains([MARK_START, MARK_END])) {
             return Err(Reject::new(RejectReason::ReservedCharacter, "text contains U+FDD0/U+FDD1, which fastsft reserves as markers"));
         }
+        if let Some(result) = self.native.as_ref().and_then(|n| n.render(conversation)) {
+            return result;
+        }
+        self.render_jinja(conversation)
+    }
+
+    /// The first native renderer that agrees with this template on every probe it covers (and
+    /// covers at least three), or `None`.
+    fn matching_native(&self) -> Option<NativeTemplate> {
+        if self.has_generation {
+            return None;
+        }
+        let token = |name: &str| self.special.named.iter().find(|(n, _)| n == name).map(|(_, t)| t.as_str());
+        let probes = native::probe_set();
+        native::FAMILIES.into_iter().map(|family| NativeTemplate::new(family, token("bos_token"), token("eos_token"))).find(|candidate| {
+            let mut covered = 0;
+            for probe in &probes {
+                let Some(fast) = candidate.render(probe) else { continue };
+                covered += 1;
+                let same = match (fast, self.render_jinja(probe)) {
+                    (Ok(a), Ok(b)) => a == b,
+                    (Err(a), Err(b)) => a == b,
+                    _ => false,
+                };
+                if !same {
+                    return false;
+                }
+            }
+            covered >= 3
+        })
+    }
+
+    fn render_jinja(&self, conversation: &Conversation) -> std::result::Result<Rendered, Reject> {
         let messages: Vec<Value> = conversation.messages.iter().map(message_value).collect();
         let tools = if conversation.tools.is_empty() { Value::from(()) } else { Value::from_serialize(&conversation.tools) };
         if self.has_generation {
@@ -222,7 +264,8 @@ fn assistant_indices(conversation: &Conversation) -> impl Iterator<Item = usize>
 /// the end-of-turn string itself, or a template that moves text around, is caught.
 fn check_content(message: &Message, span: &str, index: usize) -> std::result::Result<(), Reject> {
     // Reasoning templates (Qwen3) re-render or drop a `<think>` block: check the answer after it.
-    let content = message.content.rsplit_once("</think>").map_or(message.content.as_str(), |(_, answer)| answer).trim();
+    let answer = message.content.rsplit_once("</think>").map_or(message.content.as_str(), |(_, answer)| answer);
+    let content = answer.trim_matches(super::pystr::is_python_space);
     if content.is_empty() || span.contains(content) {
         return Ok(());
     }

@@ -10,6 +10,7 @@ mod builtin;
 mod generation;
 mod jinja;
 mod markers;
+mod native;
 pub mod pyjson;
 mod pystr;
 mod strftime;
@@ -60,6 +61,8 @@ pub enum Template {
 pub struct TemplateInfo {
     pub name: String,
     pub sha256: String,
+    /// "jinja", or the native family that passed the self-check against the template.
+    pub renderer: String,
 }
 
 impl Template {
@@ -68,20 +71,32 @@ impl Template {
     pub fn load(choice: Option<&str>, tokenizer_dir: &Path, special: SpecialTokens) -> Result<(Template, TemplateInfo)> {
         match choice {
             Some("chatml") => {
-                let info = TemplateInfo { name: "chatml (built-in)".into(), sha256: sha256_hex(builtin::ChatMl::DESCRIPTION.as_bytes()) };
+                let info = TemplateInfo {
+                    name: "chatml (built-in)".into(),
+                    sha256: sha256_hex(builtin::ChatMl::DESCRIPTION.as_bytes()),
+                    renderer: "native chatml".into(),
+                };
                 Ok((Template::ChatMl(builtin::ChatMl), info))
             }
             Some(path) => {
                 let source = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-                let info = TemplateInfo { name: path.to_string(), sha256: sha256_hex(source.as_bytes()) };
-                Ok((Template::Jinja(Box::new(jinja::JinjaTemplate::new(&source, special)?)), info))
+                Self::jinja(&source, path.to_string(), special)
             }
             None => {
                 let (source, name) = model_template(tokenizer_dir)?;
-                let info = TemplateInfo { name, sha256: sha256_hex(source.as_bytes()) };
-                Ok((Template::Jinja(Box::new(jinja::JinjaTemplate::new(&source, special)?)), info))
+                Self::jinja(&source, name, special)
             }
         }
+    }
+
+    fn jinja(source: &str, name: String, special: SpecialTokens) -> Result<(Template, TemplateInfo)> {
+        let template = jinja::JinjaTemplate::new(source, special)?;
+        let renderer = match template.native_family() {
+            Some(family) => format!("native {family:?} (self-checked against the template)"),
+            None => "jinja".into(),
+        };
+        let info = TemplateInfo { name, sha256: sha256_hex(source.as_bytes()), renderer };
+        Ok((Template::Jinja(Box::new(template)), info))
     }
 
     pub fn render(&self, conversation: &Conversation) -> std::result::Result<Rendered, Reject> {

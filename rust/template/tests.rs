@@ -114,7 +114,7 @@ fn mistral_v03_moves_the_system_prompt_yet_spans_are_found() {
     let encoder = model_template("mistral-7b-instruct-v0.3");
     let rendered = encoder.template().render(&conversation(SYSTEM_TWO_TURNS)).unwrap();
     assert_eq!(rendered.text, "<s>[INST] Hi[/INST] Hello.</s>[INST] Bye[/INST] Goodbye!</s>");
-    assert_eq!(span_texts(&rendered), ["Hello.</s>", "Goodbye!</s>"]);
+    assert_eq!(span_texts(&rendered), [" Hello.</s>", " Goodbye!</s>"]);
 }
 
 #[test]
@@ -145,4 +145,22 @@ fn python_whitespace_in_trim_and_strip() {
     let template = jinja::JinjaTemplate::new(source, special(&[])).unwrap();
     let conv = conversation("{\"conversations\":[{\"from\":\"human\",\"value\":\"\\u001f a b\\u001c\"},{\"from\":\"gpt\",\"value\":\"x\"}]}");
     assert_eq!(template.render_text_for_tests(&conv).unwrap(), "a b|a b|2");
+}
+
+#[test]
+fn native_renderers_pass_the_self_check_only_for_their_own_templates() {
+    let expected = [
+        ("qwen2.5", Some(native::Family::Qwen25)),
+        ("llama3.1", Some(native::Family::Llama31)),
+        ("mistral-7b-instruct-v0.3", Some(native::Family::MistralV03)),
+        ("qwen3", None),
+        ("mistral-7b-instruct-v0.1", None),
+        ("gemma", None),
+        ("phi3", None),
+    ];
+    for (family, native) in expected {
+        let encoder = model_template(family);
+        let Template::Jinja(template) = encoder.template() else { panic!("{family}") };
+        assert_eq!(template.native_family(), native, "{family}");
+    }
 }

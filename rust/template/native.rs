@@ -1,0 +1,278 @@
+//! Native renderers for the most used template families (Qwen2.5/ChatML, Llama 3.1, Mistral
+//! v0.3): the same text and spans as their Jinja templates, without an interpreter.
+//!
+//! They are a fast path only. Each covers a stated domain of conversations (outside it:
+//! `None`, and the Jinja template renders) and is switched on for a model only after a start-up
+//! self-check renders a probe set of conversations both ways and finds them identical — text,
+//! spans and rejects. A template that differs in any byte keeps the Jinja path.
+
+use super::pyjson::{to_python_json, PyJsonOptions};
+use super::pystr::is_python_space;
+use super::{Rendered, Span};
+use crate::schema::{Conversation, Message, Reject, RejectReason, Role};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Qwen25,
+    Llama31,
+    MistralV03,
+}
+
+pub const FAMILIES: [Family; 3] = [Family::Qwen25, Family::Llama31, Family::MistralV03];
+
+pub struct NativeTemplate {
+    pub family: Family,
+    bos: String,
+    eos: String,
+}
+
+type Rendering = Option<Result<Rendered, Reject>>;
+
+impl NativeTemplate {
+    pub fn new(family: Family, bos: Option<&str>, eos: Option<&str>) -> Self {
+        NativeTemplate { family, bos: bos.unwrap_or_default().into(), eos: eos.unwrap_or_default().into() }
+    }
+
+    pub fn render(&self, conversation: &Conversation) -> Rendering {
+        match self.family {
+            Family::Qwen25 => qwen25(conversation),
+            Family::Llama31 => self.llama31(conversation),
+            Family::MistralV03 => self.mistral_v03(conversation),
+        }
+    }
+
+    /// Llama 3.1 without tools: a system header with the knowledge cut-off and the fixed date the
+    /// template defaults to, then `<|start_header_id|>role<|end_header_id|>\n\n` + trimmed
+    /// content + `<|eot_id|>` per message.
+    fn llama31(&self, conversation: &Conversation) -> Rendering {
+        let messages = &conversation.messages;
+        if !conversation.tools.is_empty() || messages.iter().any(|m| m.role == Role::Tool || m.tool_calls.is_some()) {
+            return None;
+        }
+        let (system, rest) = match messages.split_first() {
+            Some((first, rest)) if first.role == Role::System => (first.content.trim_matches(is_python_space), rest),
+            _ => ("", &messages[..]),
+        };
+        let mut text = String::with_capacity(256 + messages.iter().map(|m| m.content.len() + 48).sum::<usize>());
+        text.push_str(&self.bos);
+        text.push_str("<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n");
+        text.push_str(system);
+        text.push_str("<|eot_id|>");
+        let offset = messages.len() - rest.len();
+        let mut spans = Vec::new();
+        for (i, message) in rest.iter().enumerate() {
+            text.push_str("<|start_header_id|>");
+            text.push_str(message.role.as_str());
+            text.push_str("<|end_header_id|>\n\n");
+            let start = text.len();
+            text.push_str(message.content.trim_matches(is_python_space));
+            let eot_start = text.len();
+            text.push_str("<|eot_id|>");
+            if message.role == Role::Assistant {
+                spans.push(Span { message: offset + i, start, eot_start, end: text.len() });
+            }
+        }
+        finish(conversation, text, spans, "<|eot_id|>")
+    }
+
+    /// Mistral v0.3 without tools: `[INST] user[/INST] reply</s>`, the system prompt folded into a
+    /// user turn that is the last message (so, in training data, never), roles must alternate.
+    fn mistral_v03(&self, conversation: &Conversation) -> Rendering {
+        let messages = &conversation.messages;
+        if !conversation.tools.is_empty() || messages.iter().any(|m| m.role == Role::Tool || m.tool_calls.is_some()) {
+            return None;
+        }
+        let (system, rest) = match messages.split_first() {
+            Some((first, rest)) if first.role == Role::System => (Some(first.content.as_str()), rest),
+            _ => (None, &messages[..]),
+        };
+        for (i, message) in rest.iter().enumerate() {
+            if (message.role == Role::User) != (i % 2 == 0) {
+                return Some(Err(template_error(
+                    "After the optional system message, conversation roles must alternate user/assistant/user/assistant/...",
+                )));
+            }
+        }
+        let offset = messages.len() - rest.len();
+        let mut text = self.bos.clone();
+        let mut spans = Vec::new();
+        for (i, message) in rest.iter().enumerate() {
+            match message.role {
+                Role::User => {
+                    text.push_str("[INST] ");
+                    if let (true, Some(system)) = (i + 1 == rest.len(), system) {
+                        text.push_str(system);
+                        text.push_str("\n\n");
+                    }
+                    text.push_str(&message.content);
+                    text.push_str("[/INST]");
+                }
+                Role::Assistant => {
+                    let start = text.len();
+                    text.push(' ');
+                    text.push_str(message.content.trim_matches(is_python_space));
+                    let eot_start = text.len();
+                    text.push_str(&self.eos);
+                    spans.push(Span { message: offset + i, start, eot_start, end: text.len() });
+                }
+                _ => {
+                    return Some(Err(template_error(
+                        "Only user and assistant roles are supported, with the exception of an initial optional system message!",
+                    )))
+                }
+            }
+        }
+        finish(conversation, text, spans, &self.eos)
+    }
+}
+
+/// Like the Jinja path: the template renders first (its own errors win), then a reply that
+/// contains the end-of-turn token is rejected.
+fn finish(conversation: &Conversation, text: String, spans: Vec<Span>, eot: &str) -> Rendering {
+    let offending = conversation.messages.iter().position(|m| m.role == Role::Assistant && !eot.is_empty() && m.content.contains(eot));
+    Some(match offending {
+        Some(index) => Err(eot_in_reply(index, eot)),
+        None => Ok(Rendered { text, spans }),
+    })
+}
+
+fn template_error(message: &str) -> Reject {
+    Reject::new(RejectReason::TemplateError, message)
+}
+
+fn eot_in_reply(index: usize, eot: &str) -> Reject {
+    Reject::new(RejectReason::SpanNotFound, format!("assistant message {} contains the end-of-turn token {eot} in its text", index + 1))
+}
+
+const QWEN_SYSTEM: &str = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
+
+/// Qwen2.5's template, tools and tool calls included.
+fn qwen25(conversation: &Conversation) -> Rendering {
+    let messages = &conversation.messages;
+    let json = |v: &serde_json::Value| to_python_json(v, &PyJsonOptions::default()).ok();
+    let mut text = String::with_capacity(512 + messages.iter().map(|m| m.content.len() + 32).sum::<usize>());
+    let first_is_system = messages.first().is_some_and(|m| m.role == Role::System);
+    let system = if first_is_system { messages[0].content.as_str() } else { QWEN_SYSTEM };
+    if conversation.tools.is_empty() {
+        text.push_str("<|im_start|>system\n");
+        text.push_str(system);
+        text.push_str("<|im_end|>\n");
+    } else {
+        text.push_str("<|im_start|>system\n");
+        text.push_str(system);
+        text.push_str("\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>");
+        for tool in &conversation.tools {
+            text.push('\n');
+            text.push_str(&json(tool)?);
+        }
+        text.push_str("\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n");
+    }
+    let mut spans = Vec::new();
+    for (i, message) in messages.iter().enumerate() {
+        match message.role {
+            Role::System if i == 0 => {}
+            Role::Assistant if message.tool_calls.is_some() => {
+                text.push_str("<|im_start|>assistant");
+                let start = text.len() + 1; // after the newline that opens content or the first call
+                if !message.content.is_empty() {
+                    text.push('\n');
+                    text.push_str(&message.content);
+                }
+                for call in message.tool_calls.iter().flatten() {
+                    let function = call.get("function").unwrap_or(call);
+                    let name = function.get("name")?.as_str()?;
+                    let arguments = function.get("arguments")?;
+                    text.push_str("\n<tool_call>\n{\"name\": \"");
+                    text.push_str(name);
+                    text.push_str("\", \"arguments\": ");
+                    text.push_str(&json(arguments)?);
+                    text.push_str("}\n</tool_call>");
+                }
+                let eot_start = text.len();
+                text.push_str("<|im_end|>");
+                spans.push(Span { message: i, start, eot_start, end: text.len() });
+                text.push('\n');
+            }
+            Role::Tool => {
+                if i == 0 || messages[i - 1].role != Role::Tool {
+                    text.push_str("<|im_start|>user");
+                }
+                text.push_str("\n<tool_response>\n");
+                text.push_str(&message.content);
+                text.push_str("\n</tool_response>");
+                if i + 1 == messages.len() || messages[i + 1].role != Role::Tool {
+                    text.push_str("<|im_end|>\n");
+                }
+            }
+            role => {
+                text.push_str("<|im_start|>");
+                text.push_str(role.as_str());
+                text.push('\n');
+                let start = text.len();
+                text.push_str(&message.content);
+                let eot_start = text.len();
+                text.push_str("<|im_end|>");
+                if role == Role::Assistant {
+                    spans.push(Span { message: i, start, eot_start, end: text.len() });
+                }
+                text.push('\n');
+            }
+        }
+    }
+    finish(conversation, text, spans, "<|im_end|>")
+}
+
+/// Conversations the self-check renders both ways: turns, systems, edge whitespace, Unicode,
+/// template-looking text, tool use, and shapes the templates refuse.
+pub fn probe_set() -> Vec<Conversation> {
+    let m = |role, content: &str| Message { role, content: content.into(), tool_calls: None, train: None };
+    let call = |name: &str, args: serde_json::Value| {
+        serde_json::json!({"type": "function", "function": {"name": name, "arguments": args}})
+    };
+    let tool = serde_json::json!({"type": "function", "function": {"name": "get_weather", "description": "Weather <now> & \"here\"",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1.5}}}}});
+    let plain = |messages: Vec<Message>| Conversation { messages, tools: Vec::new() };
+    let mut with_calls = plain(vec![
+        m(Role::User, "Weather in Paris?"),
+        Message { role: Role::Assistant, content: String::new(), tool_calls: Some(vec![call("get_weather", serde_json::json!({"city": "Paris", "days": 2}))]), train: None },
+        m(Role::Tool, "{\"temp\": 21}"),
+        m(Role::Tool, "second result"),
+        Message { role: Role::Assistant, content: "Checking again.".into(), tool_calls: Some(vec![call("get_weather", serde_json::json!({"city": "巴黎"})), call("x", serde_json::json!({}))]), train: None },
+        m(Role::Tool, "ok"),
+        m(Role::Assistant, "It is 21 °C."),
+    ]);
+    with_calls.tools = vec![tool.clone()];
+    let mut system_tools = with_calls.clone();
+    system_tools.messages.insert(0, m(Role::System, "Use tools."));
+    vec![
+        plain(vec![m(Role::User, "Hello, who are you?"), m(Role::Assistant, "I am a helpful assistant.")]),
+        plain(vec![m(Role::System, "Be brief."), m(Role::User, "Hi"), m(Role::Assistant, "Hello.")]),
+        plain(vec![
+            m(Role::System, " spaced system \n"),
+            m(Role::User, "  first\n"),
+            m(Role::Assistant, "\n\n reply one  \n"),
+            m(Role::User, "请翻译：今天天气真好 😀👩‍💻"),
+            m(Role::Assistant, "The weather is nice today.\u{1f}"),
+            m(Role::User, "{{ x }} {% if %} <|im_start|> [INST]"),
+            m(Role::Assistant, "'quotes' \"double\" \\ back\tslash"),
+        ]),
+        plain(vec![m(Role::System, ""), m(Role::User, ""), m(Role::Assistant, "x")]),
+        plain(vec![m(Role::User, "a"), m(Role::User, "b"), m(Role::Assistant, "c")]),
+        plain(vec![m(Role::User, "a"), m(Role::Assistant, "b"), m(Role::System, "late system"), m(Role::User, "c"), m(Role::Assistant, "d")]),
+        plain(vec![m(Role::Assistant, "starts with the assistant"), m(Role::User, "q"), m(Role::Assistant, "a")]),
+        with_calls,
+        system_tools,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_set_exercises_tools_and_multi_turn() {
+        let probes = probe_set();
+        assert!(probes.iter().any(|c| !c.tools.is_empty()));
+        assert!(probes.iter().any(|c| c.messages.iter().filter(|m| m.role == Role::Assistant).count() >= 3));
+    }
+}
