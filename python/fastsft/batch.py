@@ -75,7 +75,9 @@ def encode_batch(
     ...                                   {"role": "assistant", "content": "Hello"}]}],
     ...                    "assets/tokenizers/qwen2.5")  # doctest: +SKIP
     """
-    encoder = _encoder(os.fspath(tokenizer), template, format, tuple(sorted((role_map or {}).items())),
+    from fastsft.prep import resolve_tokenizer
+
+    encoder = _encoder(resolve_tokenizer(tokenizer), template, format, tuple(sorted((role_map or {}).items())),
                        tuple(sorted((fields or {}).items())), max_len,
                        truncation, train_on, train_eot, train_on_prompt)
     out = encoder.encode_batch(_records(records), threads)

@@ -32,6 +32,24 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> li
     return [f for f in files if not (f in seen or seen.add(f))]
 
 
+def resolve_tokenizer(tokenizer: str | os.PathLike) -> str:
+    """A local model directory (or tokenizer.json) as given, else a hub id from the local HF cache."""
+    name = os.fspath(tokenizer)
+    if os.path.exists(name):
+        return name
+    try:
+        from fastsft.hub import resolve_model_dir
+    except ImportError:  # pragma: no cover - hub.py only needs huggingface_hub at call time
+        raise FileNotFoundError(f"{name}: no such directory") from None
+    try:
+        return os.fspath(resolve_model_dir(name))
+    except ImportError:
+        raise FileNotFoundError(
+            f"--tokenizer {name}: not a local directory; to use a hub id from the local cache, "
+            "pip install huggingface_hub"
+        ) from None
+
+
 def prep(
     inputs: str | os.PathLike | Iterable[str | os.PathLike],
     tokenizer: str | os.PathLike,
@@ -56,7 +74,7 @@ def prep(
     output = os.fspath(output)
     if num_shards > 1:
         output = os.path.join(output, shard_dir_name(shard_index, num_shards))
-    return _core.prep(expand_inputs(inputs), os.fspath(tokenizer), output, **kwargs)
+    return _core.prep(expand_inputs(inputs), resolve_tokenizer(tokenizer), output, **kwargs)
 
 
 def shard_dir_name(index: int, count: int) -> str:
