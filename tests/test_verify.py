@@ -71,7 +71,7 @@ def test_every_sample_identical(datasets, family):
     written = int(json.loads((datasets[family] / "manifest.json").read_text())["num_samples"])
     assert result["num_samples"] == result["sampled"] == written
     assert (result["checked"], result["identical"], result["different"]) == (written, written, 0), result["differences"][:1]
-    assert result["skipped"] == {} and result["warnings"] == []
+    assert result["skipped"] == result["ids_only"] == {} and result["warnings"] == []
     assert cli(datasets[family], "--sample", 10) == 0
 
 
@@ -109,6 +109,52 @@ def test_options_identical(tmp_path, family, options):
     result = verify(tmp_path / "out", sample=10_000)
     assert result["different"] == 0, result["differences"][0]["detail"]
     assert result["identical"] == result["checked"] == summary["written"], result["skipped"]
+
+
+def test_history_that_is_not_a_prefix(tmp_path):
+    """Mistral v0.3 writes the system prompt into the last user turn only, so the conversation up
+    to an earlier reply is not a prefix of the whole: each turn is then found rendered alone."""
+    from fastsft.verify import ReferenceEncoder
+
+    messages = HANDMADE[2]["messages"]
+    reference = ReferenceEncoder(TOKENIZERS / "mistral-7b-instruct-v0.3", {})
+    whole, _ = reference.render(messages, None)
+    assert not whole.startswith(reference.render(messages[:2], None, add_generation_prompt=True)[0])
+    text, spans = reference.spans(messages, None)
+    assert [text[s.start : s.end] for s in spans] == [" chat</s>", " chien</s>"]
+
+    handmade = tmp_path / "handmade.jsonl"
+    handmade.write_text("".join(json.dumps(r) + "\n" for r in HANDMADE), encoding="utf-8")
+    summary = prep([handmade], "mistral-7b-instruct-v0.3", tmp_path / "out")
+    assert summary["written"] == len(HANDMADE)
+    result = verify(tmp_path / "out")
+    assert (result["checked"], result["identical"]) == (len(HANDMADE), len(HANDMADE)), result["differences"][:1]
+
+
+def test_spans_not_found_leave_the_mask_unchecked(tmp_path):
+    """A template that marks the last user and the last assistant turn differently: neither the
+    prefix rule nor a turn rendered alone finds the first reply, so only the ids are compared."""
+    from fastsft.verify import ReferenceEncoder
+
+    template = tmp_path / "odd.jinja"
+    template.write_text(
+        "{%- for m in messages -%}{{ '<|im_start|>' ~ m.role ~ '\\n' ~ m.content }}"
+        "{%- if loop.last %}{{ ' (last)' }}{% endif %}{{ '<|im_end|>\\n' }}{%- endfor -%}"
+        "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif -%}"
+    )
+    reference = ReferenceEncoder(TOKENIZERS / "qwen2.5", {"template": str(template)})
+    messages = [{"role": r, "content": c} for r, c in [("user", "q1"), ("assistant", "a1"), ("user", "q2"), ("assistant", "a2")]]
+    ids, mask, why = reference.encode({"messages": messages})
+    assert mask is None and "prefix" in why
+    assert reference.tokenizer.decode(ids, skip_special_tokens=False).endswith("a2 (last)<|im_end|>\n")
+
+    # fastsft finds these spans its own way (marker rendering) and writes the row: verify compares
+    # its ids, says the mask went unchecked, and does not fail.
+    (tmp_path / "odd.jsonl").write_text(json.dumps({"messages": messages}) + "\n")
+    assert prep([tmp_path / "odd.jsonl"], "qwen2.5", tmp_path / "out", template=str(template))["written"] == 1
+    result = verify(tmp_path / "out")
+    assert (result["checked"], result["ids_only"]) == (0, {why: 1})
+    assert cli(tmp_path / "out") == 0
 
 
 def corrupt(src: Path, dst: Path, array: str, sample: int, at: int) -> int:
@@ -156,6 +202,20 @@ def test_wrong_path_is_a_usage_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert cli(tmp_path / "empty") == 2
     assert "neither a prepared dataset" in capsys.readouterr().err
+
+
+def test_tokenizer_moved_or_replaced(datasets, tmp_path, capsys):
+    shutil.copytree(datasets["qwen2.5"], tmp_path / "ds")
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    manifest["tokenizer"]["path"] = str(tmp_path / "moved" / "tokenizer.json")
+    (tmp_path / "ds" / "manifest.json").write_text(json.dumps(manifest))
+    assert cli(tmp_path / "ds") == 2
+    assert "is not found; pass --tokenizer DIR" in capsys.readouterr().err
+    assert cli(tmp_path / "ds", "--tokenizer", TOKENIZERS / "qwen2.5", "--sample", 5) == 0
+    # Qwen3 shares Qwen2.5's BPE but not its template: a warning, and every sample differs.
+    result = verify(tmp_path / "ds", sample=5, tokenizer=TOKENIZERS / "qwen3")
+    assert any("not the tokenizer the dataset was made with" in w for w in result["warnings"])
+    assert result["different"] == 5
 
 
 def test_changed_and_missing_inputs(tmp_path, capsys):
