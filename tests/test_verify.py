@@ -211,6 +211,8 @@ def test_tokenizer_moved_or_replaced(datasets, tmp_path, capsys):
     (tmp_path / "ds" / "manifest.json").write_text(json.dumps(manifest))
     assert cli(tmp_path / "ds") == 2
     assert "is not found; pass --tokenizer DIR" in capsys.readouterr().err
+    assert cli(tmp_path / "ds", "--tokenizer", tmp_path / "elsewhere") == 2
+    assert "elsewhere" in capsys.readouterr().err
     assert cli(tmp_path / "ds", "--tokenizer", TOKENIZERS / "qwen2.5", "--sample", 5) == 0
     # Qwen3 shares Qwen2.5's BPE but not its template: a warning, and every sample differs.
     result = verify(tmp_path / "ds", sample=5, tokenizer=TOKENIZERS / "qwen3")

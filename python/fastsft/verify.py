@@ -522,7 +522,12 @@ def verify(path: str | Path, sample: int = DEFAULT_SAMPLE, seed: int = 0, tokeni
 
 def _tokenizer_dir(man: dict, directory: Path, override: str | Path | None) -> Path:
     if override is not None:
-        p = Path(override)
+        from fastsft.prep import resolve_tokenizer
+
+        try:  # a directory, or a hub id in the local Hugging Face cache
+            p = Path(resolve_tokenizer(override))
+        except FileNotFoundError as e:
+            raise VerifyUsageError(str(e)) from None
         p = p.parent if p.name == "tokenizer.json" else p
         if not (p / "tokenizer.json").is_file():
             raise VerifyUsageError(f"--tokenizer {override}: no tokenizer.json there")
@@ -697,7 +702,8 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--sample", type=_positive, default=DEFAULT_SAMPLE, metavar="N",
                    help=f"samples to check, drawn at random over all shards; all when N >= their number (default {DEFAULT_SAMPLE})")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the random draw (default 0)")
-    p.add_argument("--tokenizer", metavar="DIR", help="model directory with tokenizer.json (default: the manifest's)")
+    p.add_argument("--tokenizer", metavar="DIR", help="model directory with tokenizer.json, or a hub id in the local "
+                   "Hugging Face cache (default: the one the manifest records)")  # fmt: skip
     p.set_defaults(func=verify_main)
 
 
