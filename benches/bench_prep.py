@@ -4,6 +4,9 @@
     python benches/bench_prep.py [--conversations 100000] [--tokenizer assets/tokenizers/qwen2.5]
                                  [--limit METHOD=N ...] [--methods NAME ...] [--work DIR]
 
+`--limit METHOD=N` runs a slow method on about N records, every k-th record of the corpus (so the
+mix of corpora stays the same); the table says how many records each method read.
+
 The corpus is the repo's real chat corpora (ShareGPT, Alpaca and tool-call files, mixed in one
 JSONL file) repeated until it holds `--conversations` records. Every method renders with the
 tokenizer's own chat template (Qwen2.5's by default) and produces ids (and, where it can, the
@@ -78,11 +81,16 @@ CHUNK = 1000  # texts per encode_batch call
 # Workers (each runs in a subprocess: `bench_prep.py --worker NAME ...`)
 
 
-def records(corpus: Path, limit: int | None):
-    """(line, Conversation) of each valid record among the first `limit` lines."""
+def sampled(line: int, stride: int) -> bool:
+    """Whether a 1-based line is in the every-`stride`-th sample."""
+    return (line - 1) % stride == 0
+
+
+def records(corpus: Path, stride: int):
+    """(line, Conversation) of each valid record among every `stride`-th line."""
     for line, text in reference.read_lines(corpus):
-        if limit is not None and line > limit:
-            break
+        if not sampled(line, stride):
+            continue
         try:
             yield line, reference.to_conversation(text)
         except reference.Reject:
@@ -174,7 +182,7 @@ def worker_tutorial(args, out: Path) -> dict:
     cut = re.compile("(" + "|".join(re.escape(a) for a in sorted(added, key=len, reverse=True)) + ")")
     rows = Rows(with_mask=True)
     start, cpu0 = time.perf_counter(), cpu_seconds()
-    for line, conv in records(Path(args.corpus), args.limit):
+    for line, conv in records(Path(args.corpus), args.stride):
         pieces = qwen_pieces(conv)
         spans, pos = [], 0  # trained character spans of the whole text
         for text, trained in pieces:
@@ -202,7 +210,7 @@ def worker_tutorial(args, out: Path) -> dict:
     rows.save(out)
     # Untimed: how often the naive loop (one call per template piece) is wrong.
     naive_wrong, index = 0, 0
-    for line, conv in records(Path(args.corpus), args.limit):
+    for line, conv in records(Path(args.corpus), args.stride):
         naive = [i for text, _ in qwen_pieces(conv) for i in tok.encode(text, add_special_tokens=False).ids]
         if naive != rows.ids[rows.offsets[index] : rows.offsets[index + 1]].tolist():
             naive_wrong += 1
@@ -215,7 +223,7 @@ def worker_transformers(args, out: Path) -> dict:
     template = reference.marked_template()
     rows = Rows(with_mask=True)
     start, cpu0 = time.perf_counter(), cpu_seconds()
-    for line, conv in records(Path(args.corpus), args.limit):
+    for line, conv in records(Path(args.corpus), args.stride):
         enc = tok.apply_chat_template(
             conv.messages,
             tools=conv.tools or None,
@@ -233,7 +241,7 @@ def worker_transformers(args, out: Path) -> dict:
 _TOKENIZER = None
 
 
-def _map_one(example, index, tokenizer_dir):
+def _map_one(example, index, tokenizer_dir, stride):
     """datasets.map function: raw line -> input_ids, assistant_masks (empty when rejected)."""
     global _TOKENIZER
     if _TOKENIZER is None:
@@ -242,7 +250,7 @@ def _map_one(example, index, tokenizer_dir):
     try:
         conv = reference.to_conversation(example["text"])
     except reference.Reject:
-        return {"input_ids": [], "assistant_masks": [], "line": index + 1, "ok": False}
+        return {"input_ids": [], "assistant_masks": [], "line": index * stride + 1, "ok": False}
     enc = tok.apply_chat_template(
         conv.messages,
         tools=conv.tools or None,
@@ -251,7 +259,7 @@ def _map_one(example, index, tokenizer_dir):
         return_dict=True,
         return_assistant_tokens_mask=True,
     )
-    return {"input_ids": enc["input_ids"], "assistant_masks": enc["assistant_masks"], "line": index + 1, "ok": True}
+    return {"input_ids": enc["input_ids"], "assistant_masks": enc["assistant_masks"], "line": index * stride + 1, "ok": True}
 
 
 def worker_datasets(args, out: Path) -> dict:
@@ -261,12 +269,12 @@ def worker_datasets(args, out: Path) -> dict:
     cache = out / "hf_cache"
     start, cpu0 = time.perf_counter(), cpu_seconds()
     ds = datasets.load_dataset("text", data_files=str(args.corpus), split="train", cache_dir=str(cache))
-    if args.limit is not None:
-        ds = ds.select(range(min(args.limit, len(ds))))
+    if args.stride > 1:
+        ds = ds.select(range(0, len(ds), args.stride))
     ds = ds.map(
         _map_one,
         with_indices=True,
-        fn_kwargs={"tokenizer_dir": args.tokenizer},
+        fn_kwargs={"tokenizer_dir": args.tokenizer, "stride": args.stride},
         num_proc=args.threads,
         remove_columns=["text"],
     )
@@ -287,9 +295,9 @@ def worker_encode_batch(args, out: Path) -> dict:
     tok = Tokenizer.from_file(str(Path(args.tokenizer) / "tokenizer.json"))
     data = json.loads(Path(args.texts).read_text(encoding="utf-8"))
     lines, texts = data["lines"], data["texts"]
-    if args.limit is not None:
-        keep = sum(1 for x in lines if x <= args.limit)
-        lines, texts = lines[:keep], texts[:keep]
+    if args.stride > 1:
+        keep = [i for i, x in enumerate(lines) if sampled(x, args.stride)]
+        lines, texts = [lines[i] for i in keep], [texts[i] for i in keep]
     rows = Rows(with_mask=False)
     start, cpu0 = time.perf_counter(), cpu_seconds()
     for i in range(0, len(texts), CHUNK):
@@ -381,13 +389,13 @@ def tree_pss_kb(root: int) -> int:
     return total
 
 
-def run_method(name: str, method: str, threads: int, limit: int | None, common: list[str], out: Path) -> dict:
+def run_method(name: str, method: str, threads: int, stride: int, common: list[str], out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="true" if threads > 1 else "false")
     cmd = [sys.executable, __file__, "--worker", method, "--threads", str(threads), "--out", str(out), *common]
-    if limit is not None:
-        cmd += ["--worker-limit", str(limit)]
+    cmd += ["--stride", str(stride)]
     print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+    load = os.getloadavg()[0]
     proc = subprocess.Popen(cmd, env=env)
     peak, done = [0], threading.Event()
 
@@ -404,8 +412,9 @@ def run_method(name: str, method: str, threads: int, limit: int | None, common: 
     if code != 0:
         raise SystemExit(f"{name} failed (exit {code})")
     result = json.loads((out / "result.json").read_text())
-    result.update(name=name, method=method, threads=threads, limit=limit,
-                  peak_pss_mb=peak[0] / 1024, max_rss_mb=result["max_rss_kb"] / 1024)
+    result.update(name=name, method=method, threads=threads, stride=stride,
+                  peak_pss_mb=peak[0] / 1024, max_rss_mb=result["max_rss_kb"] / 1024,
+                  load=f"{load:.1f} / {os.getloadavg()[0]:.1f}")
     print(f"[bench] {name}: {result['conversations'] / result['seconds']:,.0f} conversations/s", file=sys.stderr, flush=True)
     return result
 
@@ -419,31 +428,26 @@ def load_rows(result: dict, out: Path):
     return np.load(out / "ids.npy"), mask, np.load(out / "offsets.npy"), np.load(out / "lines.npy")
 
 
-def agreement(ref, rows) -> str:
-    """Compare a method's rows with fastsft's (by source line). Returns a short verdict."""
+def agreement(ref, rows, stride: int) -> str:
+    """Compare a method's rows with fastsft's, matched by source line. Returns a short verdict."""
     r_ids, r_mask, r_off, r_lines = ref
     ids, mask, off, lines = rows
-    index = {int(x): i for i, x in enumerate(r_lines)}
-    missing = [int(x) for x in lines if int(x) not in index]
-    expected_lines = r_lines[r_lines <= lines.max()] if len(lines) else r_lines[:0]
-    if missing or len(expected_lines) != len(lines):
-        return f"rows differ: {len(lines)} rows vs fastsft {len(expected_lines)}"
-    n = len(lines)
-    if np.array_equal(lines, r_lines[:n]):  # the usual case: the same rows in the same order
-        ids_ok = np.array_equal(off, r_off[: n + 1]) and np.array_equal(ids, r_ids[: r_off[n]])
-        mask_ok = None if mask is None else ids_ok and np.array_equal(mask, r_mask[: r_off[n]])
-        bad_ids = 0 if ids_ok else sum(
-            1 for i in range(n)
-            if not np.array_equal(ids[off[i] : off[i + 1]], r_ids[r_off[i] : r_off[i + 1]])
-        )
-    else:
-        return "rows in another order"
+    want_lines = r_lines[(r_lines - 1) % stride == 0]
+    if not np.array_equal(lines, want_lines):
+        return f"other rows: {len(lines)} rows vs fastsft {len(want_lines)}"
+    pos = np.searchsorted(r_lines, lines)  # fastsft row of each of the method's rows
+    if not np.array_equal(np.diff(off), r_off[pos + 1] - r_off[pos]):
+        bad = int(np.sum(np.diff(off) != r_off[pos + 1] - r_off[pos]))
+        return f"ids differ on {bad:,}/{len(lines):,} rows (lengths)"
+    take = np.concatenate([np.arange(r_off[p], r_off[p + 1]) for p in pos]) if len(pos) else np.zeros(0, np.int64)
+    row_of = np.repeat(np.arange(len(lines)), np.diff(off))
+    bad_ids = len(np.unique(row_of[ids != r_ids[take]]))
     if bad_ids:
-        return f"ids differ on {bad_ids}/{n}"
-    if mask_ok is False:
-        bad = sum(1 for i in range(n) if not np.array_equal(mask[off[i] : off[i + 1]], r_mask[r_off[i] : r_off[i + 1]]))
-        return f"ids equal, masks differ on {bad}/{n}"
-    return "ids equal" + ("" if mask is None else ", masks equal")
+        return f"ids differ on {bad_ids:,}/{len(lines):,} rows"
+    if mask is None:
+        return "ids equal"
+    bad_mask = len(np.unique(row_of[mask != r_mask[take]]))
+    return "ids equal, " + (f"masks differ on {bad_mask:,}/{len(lines):,} rows" if bad_mask else "masks equal")
 
 
 def machine() -> str:
@@ -479,11 +483,10 @@ def main() -> None:
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--corpus", help=argparse.SUPPRESS)
     ap.add_argument("--texts", help=argparse.SUPPRESS)
-    ap.add_argument("--worker-limit", type=int, dest="limit_n", help=argparse.SUPPRESS)
+    ap.add_argument("--stride", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.worker:
-        args.limit = args.limit_n
         args.threads = args.threads[0]
         out = Path(args.out)
         result = WORKERS[args.worker](args, out)
@@ -520,7 +523,8 @@ def main() -> None:
     results = []
     for name, method, threads in plan:
         out = work / re.sub(r"\W+", "_", name).strip("_")
-        results.append((run_method(name, method, threads, limits.get(method), common, out), out))
+        stride = -(-args.conversations // limits[method]) if method in limits else 1
+        results.append((run_method(name, method, threads, stride, common, out), out))
 
     ref = next(((r, o) for r, o in results if r["method"] == "fastsft"), None)
     ref_rows = load_rows(*ref) if ref else None
@@ -532,7 +536,7 @@ def main() -> None:
 
     header = ["method", "records", "conversations/s", "tokens/s", "CPU s", "conversations per CPU s",
               "peak PSS MB (tree)", "max RSS MB (1 process)",
-              "vs encode_batch (same threads)", "vs datasets.map", "output vs fastsft"]
+              "vs encode_batch (same threads)", "vs datasets.map", "load before / after", "output vs fastsft"]
     table = []
     for r, out in results:
         same = ceiling.get(r["threads"])
@@ -544,10 +548,10 @@ def main() -> None:
         elif r is ref[0]:
             verdict = "(reference)"
         else:
-            verdict = agreement(ref_rows, load_rows(r, out))
+            verdict = agreement(ref_rows, load_rows(r, out), r["stride"])
         table.append([
             r["name"],
-            f"{r['limit'] if r['limit'] is not None else args.conversations:,}",
+            f"{-(-args.conversations // r['stride']):,}" + (f" (1 in {r['stride']})" if r["stride"] > 1 else ""),
             f"{rate(r):,.0f}",
             f"{r['tokens'] / r['seconds']:,.0f}",
             f"{r['cpu']:,.1f}",
@@ -556,6 +560,7 @@ def main() -> None:
             f"{r['max_rss_mb']:,.0f}",
             f"{rate(r) / rate(same):.2f}x" if same else "",
             f"{rate(r) / rate(dsmap):.2f}x" if dsmap else "",
+            r["load"],
             verdict + note,
         ])
     cmd = " ".join(["python", "benches/bench_prep.py", *sys.argv[1:]])
