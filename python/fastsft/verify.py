@@ -252,6 +252,11 @@ class ReferenceEncoder:
     """Encodes normalized conversations the way DESIGN §3/§4 says fastsft must, without fastsft."""
 
     def __init__(self, tokenizer_dir: Path, options: dict[str, Any], template_path: Path | None = None):
+        try:  # the function apply_chat_template calls, which also returns the generation indices
+            from transformers.utils.chat_template_utils import render_jinja_template
+        except ImportError:
+            raise VerifyUsageError("fastsft verify needs a transformers with chat_template_utils.render_jinja_template (tested: 5.24)") from None
+        self._render_jinja = render_jinja_template
         self.options = options
         self.hf = _hf_tokenizer(str(tokenizer_dir))
         self.template_kwargs = dict(self.hf.special_tokens_map)  # what apply_chat_template passes
@@ -269,11 +274,9 @@ class ReferenceEncoder:
 
     def render(self, messages: list[dict], tools: list | None, add_generation_prompt: bool = False, spans: bool = False):
         """(text, generation indices or None), exactly as `apply_chat_template` renders it."""
-        from transformers.utils.chat_template_utils import render_jinja_template
-
         kwargs = self.template_kwargs
         try:
-            texts, indices = render_jinja_template(
+            texts, indices = self._render_jinja(
                 conversations=[messages], tools=tools, chat_template=self.template,
                 return_assistant_tokens_mask=spans, add_generation_prompt=add_generation_prompt, **kwargs,
             )  # fmt: skip
