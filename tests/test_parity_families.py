@@ -30,6 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from jinja2.exceptions import TemplateError
+
+from conftest import PARITY_CORPORA, ROLE_MAP, TOKENIZERS, Expected, report, run_prep
 from family_reference import (
     FAMILIES,
     FAMILY,
@@ -40,13 +43,11 @@ from family_reference import (
     hf_render,
     hf_tokenizer,
     lib_ids,
+    lib_tokenizer,
     span_mask,
     trained_runs,
     write_head,
 )
-from jinja2.exceptions import TemplateError
-
-from conftest import EDGE, PARITY_CORPORA, ROLE_MAP, TOKENIZERS, Expected, report, run_prep
 from reference import Conversation, Reject, first_difference, read_records, to_conversation
 from test_parity_transformers import FASTSFT_REASONS
 
@@ -209,18 +210,24 @@ def test_marked_template_renders_identical_text_and_marks_each_turn(family, fami
 # fastsft against the reference
 
 
+RECORD_RULE_REASONS = set(FASTSFT_REASONS) - {"template_error"}
+
+
 @families
 def test_rejects_match_transformers(family, prepared_family, family_expected, family_reference):
     """Written unless transformers refuses (then template_error, same message) or the reject is
     justified; records the record rules reject are rejected for one of the rules they break."""
     fam, p = FAMILY[family], prepared_family(family)
-    failures, accepted_by_transformers, rejected_of_those = [], 0, 0
+    failures, totals = [], collections.Counter()
     for corpus in PARITY_CORPORA:
         exp, refs = family_expected[corpus], family_reference(family, corpus)
         written, rejects = p.samples(corpus), p.rejects_of(corpus)
-        identical = sum(1 for line, (ids, _) in written.items() if line in refs and ids.tolist() == refs[line].ids)
+        counts = collections.Counter(records=len(exp.records), accepted=len(written))
         for line in exp.records:
             got = rejects.get(line)
+            if got:
+                reason = got["reason"]
+                counts[reason if reason in ("template_error", "assistant_span_not_found") else "record_rules"] += 1
             if line in written and got:
                 failures.append(f"{corpus}:{line}: both written and rejected")
             elif line in exp.rejects:
@@ -229,31 +236,39 @@ def test_rejects_match_transformers(family, prepared_family, family_expected, fa
                 elif not FASTSFT_REASONS.get(got["reason"], set()) & set(exp.rejects[line].rules):
                     failures.append(f"{corpus}:{line}: rejected as {got['reason']}; it breaks {exp.rejects[line].rules}")
             elif refs[line].text is None:
+                counts["transformers_refuses"] += 1
                 if got is None or (got["reason"], got.get("detail")) != ("template_error", refs[line].error):
                     failures.append(f"{corpus}:{line}: transformers: TemplateError({refs[line].error!r}); fastsft: {got}")
             else:
-                accepted_by_transformers += 1
+                counts["transformers_renders"] += 1
                 if got is None:
+                    ids, mask = (a.tolist() for a in written[line])
+                    counts["identical"] += ids == refs[line].ids and mask == refs[line].mask
                     continue
-                rejected_of_those += 1
-                conv = exp.conversations[line]
-                if not (got["reason"] == "assistant_span_not_found" and reply_holds_end_of_turn(fam, conv)):
+                counts["rejected_of_those"] += 1
+                if not (got["reason"] == "assistant_span_not_found" and reply_holds_end_of_turn(fam, exp.conversations[line])):
                     failures.append(f"{corpus}:{line}: transformers renders it; fastsft rejects: {got}")
-        by_reason = collections.Counter(r["reason"] for r in rejects.values())
-        report(
-            f"{family}: fastsft vs transformers",
-            corpus,
-            records=len(exp.records),
-            accepted=len(written),
-            rejected=len(rejects),
-            by_reason=", ".join(f"{k} {v}" for k, v in sorted(by_reason.items())) or "-",
-            identical=f"{identical}/{len(written)}",
-        )
+        totals += counts
+        report(f"{family}: fastsft vs transformers", corpus, **table_row(counts))
+    report("every family: fastsft vs transformers, all corpora", family, **table_row(totals))
     assert not failures, f"{family}: {len(failures)} records\n" + "\n".join(failures[:10])
-    assert accepted_by_transformers > 500
-    assert rejected_of_those <= 0.01 * accepted_by_transformers, (
-        f"{family}: fastsft rejects {rejected_of_those} of {accepted_by_transformers} records transformers renders"
+    assert totals["transformers_renders"] > 500
+    assert totals["identical"] == totals["accepted"], "see test_ids_equal_transformers / test_masks_equal_generation_reference"
+    assert totals["rejected_of_those"] <= 0.01 * totals["transformers_renders"], (
+        f"{family}: fastsft rejects {totals['rejected_of_those']} of {totals['transformers_renders']} records transformers renders"
     )
+
+
+def table_row(counts: collections.Counter) -> dict:
+    return {
+        "records": counts["records"],
+        "transformers renders": counts["transformers_renders"],
+        "accepted": counts["accepted"],
+        "rejected: record rules": counts["record_rules"],
+        "template_error": counts["template_error"],
+        "assistant_span_not_found": counts["assistant_span_not_found"],
+        "identical (ids+mask)": f"{counts['identical']}/{counts['accepted']}",
+    }
 
 
 @families
@@ -300,6 +315,32 @@ def test_masks_equal_generation_reference(family, prepared_family, family_refere
     assert not failures, f"{family}: {len(failures)} of {total} masks differ\n" + "\n".join(failures[:10])
 
 
+
+@families
+def test_marked_template_in_fastsft(family, tmp_path_factory, family_inputs, family_reference):
+    """fastsft given the marked copy (its `{% generation %}` path): every record transformers
+    renders is written, even a reply holding the end-of-turn token, with the reference ids and mask."""
+    fam = FAMILY[family]
+    out = tmp_path_factory.mktemp("family_marked") / family
+    p = run_prep(family_inputs, fam.directory, out, template=str(fam.marked_template_path), role_map=ROLE_MAP)
+    failures, total = [], 0
+    for corpus in PARITY_CORPORA:
+        samples, rejects = p.samples(corpus), p.rejects_of(corpus)
+        for line, ref in family_reference(family, corpus).items():
+            if ref.text is None:
+                continue
+            total += 1
+            if line not in samples:
+                failures.append(f"{corpus}:{line}: not written: {rejects.get(line)}")
+                continue
+            ids, mask = (a.tolist() for a in samples[line])
+            if ids != ref.ids:
+                failures.append(f"{corpus}:{line}: " + describe(line, ids, ref.ids, "ids"))
+            elif mask != ref.mask:
+                failures.append(f"{corpus}:{line}: " + describe(line, mask, ref.mask, "masks"))
+    assert total > 500
+    assert not failures, f"{family}: {len(failures)} of {total} differ\n" + "\n".join(failures[:10])
+
 # ----------------------------------------------------------------------------------------------
 # Golden tables, checked by hand against DESIGN §3: the text each run of trained tokens covers
 # (family_reference.trained_runs) runs from the end of the assistant header through the
@@ -314,25 +355,31 @@ TWO_TURNS = [
 ]
 GOLDEN = {
     "qwen2.5": (
-        "<|im_start|>system\nYou are a pirate.<|im_end|>\n<|im_start|>user\nHello, who are you?<|im_end|>\n"
-        "<|im_start|>assistant\nI am a helpful assistant.<|im_end|>\n<|im_start|>user\n你好吗？<|im_end|>\n"
-        "<|im_start|>assistant\n我很好，谢谢！<|im_end|>\n",
+        (
+            "<|im_start|>system\nYou are a pirate.<|im_end|>\n<|im_start|>user\nHello, who are you?<|im_end|>\n"
+            "<|im_start|>assistant\nI am a helpful assistant.<|im_end|>\n<|im_start|>user\n你好吗？<|im_end|>\n"
+            "<|im_start|>assistant\n我很好，谢谢！<|im_end|>\n"
+        ),
         ["I am a helpful assistant.<|im_end|>", "我很好，谢谢！<|im_end|>"],
     ),
     # The last reply (after the last user turn) gets an empty think block, which the model
     # generates: it trains. The earlier reply is rendered without one.
     "qwen3": (
-        "<|im_start|>system\nYou are a pirate.<|im_end|>\n<|im_start|>user\nHello, who are you?<|im_end|>\n"
-        "<|im_start|>assistant\nI am a helpful assistant.<|im_end|>\n<|im_start|>user\n你好吗？<|im_end|>\n"
-        "<|im_start|>assistant\n<think>\n\n</think>\n\n我很好，谢谢！<|im_end|>\n",
+        (
+            "<|im_start|>system\nYou are a pirate.<|im_end|>\n<|im_start|>user\nHello, who are you?<|im_end|>\n"
+            "<|im_start|>assistant\nI am a helpful assistant.<|im_end|>\n<|im_start|>user\n你好吗？<|im_end|>\n"
+            "<|im_start|>assistant\n<think>\n\n</think>\n\n我很好，谢谢！<|im_end|>\n"
+        ),
         ["I am a helpful assistant.<|im_end|>", "<think>\n\n</think>\n\n我很好，谢谢！<|im_end|>"],
     ),
     "llama3.1": (
-        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
-        "Today Date: 26 Jul 2024\n\nYou are a pirate.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
-        "Hello, who are you?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
-        "I am a helpful assistant.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n你好吗？<|eot_id|>"
-        "<|start_header_id|>assistant<|end_header_id|>\n\n我很好，谢谢！<|eot_id|>",
+        (
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+            "Today Date: 26 Jul 2024\n\nYou are a pirate.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+            "Hello, who are you?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+            "I am a helpful assistant.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n你好吗？<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n我很好，谢谢！<|eot_id|>"
+        ),
         ["I am a helpful assistant.<|eot_id|>", "我很好，谢谢！<|eot_id|>"],
     ),
     # No generation prompt: the reply starts right after [/INST], with the space the template
@@ -344,28 +391,36 @@ GOLDEN = {
         [" I am a helpful assistant.</s>", " 我很好，谢谢！</s>"],
     ),
     "mistral-7b-instruct-v0.1": (
-        "<s> [INST] You are a pirate.\n\nHello, who are you? [/INST] I am a helpful assistant.</s>"
-        " [INST] 你好吗？ [/INST] 我很好，谢谢！</s>",
+        (
+            "<s> [INST] You are a pirate.\n\nHello, who are you? [/INST] I am a helpful assistant.</s>"
+            " [INST] 你好吗？ [/INST] 我很好，谢谢！</s>"
+        ),
         [" I am a helpful assistant.</s>", " 我很好，谢谢！</s>"],
     ),
     # <|assistant|> and <|end|> are rstrip added tokens: each swallows the newline after it, so the
     # header token does not train and <|end|>'s token covers "<|end|>\n". <|endoftext|> does not train.
     "phi3": (
-        "<|system|>\nYou are a pirate.<|end|>\n<|user|>\nHello, who are you?<|end|>\n"
-        "<|assistant|>\nI am a helpful assistant.<|end|>\n<|user|>\n你好吗？<|end|>\n"
-        "<|assistant|>\n我很好，谢谢！<|end|>\n<|endoftext|>",
+        (
+            "<|system|>\nYou are a pirate.<|end|>\n<|user|>\nHello, who are you?<|end|>\n"
+            "<|assistant|>\nI am a helpful assistant.<|end|>\n<|user|>\n你好吗？<|end|>\n"
+            "<|assistant|>\n我很好，谢谢！<|end|>\n<|endoftext|>"
+        ),
         ["I am a helpful assistant.<|end|>\n", "我很好，谢谢！<|end|>\n"],
     ),
     # No system role (the template raises): the same conversation without it.
     "gemma": (
-        "<bos><start_of_turn>user\nHello, who are you?<end_of_turn>\n<start_of_turn>model\n"
-        "I am a helpful assistant.<end_of_turn>\n<start_of_turn>user\n你好吗？<end_of_turn>\n"
-        "<start_of_turn>model\n我很好，谢谢！<end_of_turn>\n",
+        (
+            "<bos><start_of_turn>user\nHello, who are you?<end_of_turn>\n<start_of_turn>model\n"
+            "I am a helpful assistant.<end_of_turn>\n<start_of_turn>user\n你好吗？<end_of_turn>\n"
+            "<start_of_turn>model\n我很好，谢谢！<end_of_turn>\n"
+        ),
         ["I am a helpful assistant.<end_of_turn>", "我很好，谢谢！<end_of_turn>"],
     ),
     "tinyllama-chat": (
-        "<|system|>\nYou are a pirate.</s>\n<|user|>\nHello, who are you?</s>\n<|assistant|>\n"
-        "I am a helpful assistant.</s>\n<|user|>\n你好吗？</s>\n<|assistant|>\n我很好，谢谢！</s>\n",
+        (
+            "<|system|>\nYou are a pirate.</s>\n<|user|>\nHello, who are you?</s>\n<|assistant|>\n"
+            "I am a helpful assistant.</s>\n<|user|>\n你好吗？</s>\n<|assistant|>\n我很好，谢谢！</s>\n"
+        ),
         ["I am a helpful assistant.</s>", "我很好，谢谢！</s>"],
     ),
 }
@@ -416,8 +471,6 @@ def encode(family: str, record: str, **options) -> dict:
 
 
 def runs_of(family: str, out: dict) -> list[str]:
-    from family_reference import lib_tokenizer
-
     text = lib_tokenizer(family).decode(out["input_ids"], skip_special_tokens=False)
     return trained_runs(family, text, out["input_ids"], list(out["loss_mask"]))
 
@@ -527,21 +580,99 @@ def test_byte_level_offsets(family, trimming_copies):
     assert zero_width_in_spans > 0  # the trimming copy does report zero-width tokens inside replies
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fastsft bug: the check that a reply is rendered whole (jinja.rs check_content, markers.rs) trims with "
-    "Rust's White_Space, not Python's str.strip, which also strips U+001C..U+001F; the row is rejected as "
-    "assistant_span_not_found though transformers renders it",
+
+# ----------------------------------------------------------------------------------------------
+# Hand-written conversations for what the corpora lack, every family: each is written with the
+# reference's ids and mask, or rejected only where the reject is justified (a reply holding the
+# end-of-turn token) or is a known fastsft bug (strict xfail: the test fails once it is fixed).
+
+
+def _u(content: str) -> dict:
+    return {"role": "user", "content": content}
+
+
+def _a(content: str) -> dict:
+    return {"role": "assistant", "content": content}
+
+
+def _s(content: str) -> dict:
+    return {"role": "system", "content": content}
+
+
+HAND_WRITTEN = {
+    "python-only whitespace at the end": [_u("q"), _a("Hello\x1c")],
+    "python-only whitespace at the start": [_u("q"), _a("\x1fHello")],
+    "no-break spaces around": [_u("q"), _a("\u00a0Hello\u00a0")],
+    "system, two turns": [_s("Sys."), _u("q1"), _a("a1"), _u("q2"), _a("1 2 3")],
+    "system, digit replies": [_s("Sys."), _u("q1"), _a("1"), _u("q2"), _a("2")],
+    "system, replies with outer whitespace": [_s("Sys."), _u("q1"), _a("  spaced  "), _u("q2"), _a("\nnl")],
+    "system, whitespace-only reply": [_s("s"), _u("q1"), _a(" "), _u("q2"), _a("x")],
+    "whitespace-only reply": [_u("q1"), _a(" "), _u("q2"), _a("x")],
+    "reasoning in the last reply": [_u("q1"), _a("<think>\nhmm\n</think>\n\nans1"), _u("q2"), _a("<think>r2</think>ans2")],
+    "reasoning in an earlier reply": [_u("q1"), _a("<think>r1</think>ans1"), _u("q2"), _a("ans2")],
+    "reply holds other templates' headers": [_u("q"), _a(
+        "<|im_start|>assistant\nx <|start_header_id|>assistant<|end_header_id|>\n\n y [/INST] z <|assistant|>\n <start_of_turn>model\n"
+    )],
+    "user turn holds end-of-turn tokens": [_u("a <|eot_id|> b <|im_end|> c </s> d <|end|> e <end_of_turn>"), _a("ok")],
+    "reply holds the end-of-turn tokens": [_u("q"), _a("a <|eot_id|> b <|im_end|> c </s> d <|end|> e <end_of_turn> f")],
+    "identical replies": [_u("q"), _a("same"), _u("q"), _a("same")],
+    "reply is a substring of the user turn": [_u("ok ok"), _a("ok"), _u("ok"), _a("o")],
+    "reply is the Mistral header": [_u("q"), _a("[/INST]")],
+    "tabs and trailing newline": [_u("q"), _a("\t\tcode\n\t\tmore\n")],
+    "CRLF": [_u("q\r\n"), _a("line1\r\nline2\r\n")],
+}
+PYTHON_WHITESPACE_BUG = (
+    "fastsft bug: the check that a reply is rendered whole (jinja.rs check_content, markers.rs) trims with Rust's "
+    "White_Space, not Python's str.strip, which also strips U+001C..U+001F: rejected as assistant_span_not_found"
 )
-def test_llama_reply_ending_in_python_only_whitespace():
+KNOWN_BUGS = {
+    **{
+        (family, case): PYTHON_WHITESPACE_BUG
+        for family in ("llama3.1", "mistral-7b-instruct-v0.3", "gemma")
+        for case in ("python-only whitespace at the end", "python-only whitespace at the start")
+    },
+    ("mistral-7b-instruct-v0.3", "system, whitespace-only reply"): (
+        "fastsft: the marker path is skipped when a reply is whitespace-only (jinja.rs render_by_prefixes), so a "
+        "template that is not prefix-stable (Mistral v0.3 with a system message) rejects the row"
+    ),
+}
+
+
+@functools.cache
+def record_encoder(family: str):
     import fastsft
 
-    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "Hello\u2028\x1c"}]
+    return fastsft.RecordEncoder(str(TOKENIZERS / family))
+
+
+@pytest.mark.parametrize(
+    ("family", "case"),
+    [
+        pytest.param(f.name, case, marks=[pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[f.name, case])])
+        if (f.name, case) in KNOWN_BUGS
+        else (f.name, case)
+        for f in FAMILIES
+        for case in HAND_WRITTEN
+    ],
+)
+def test_hand_written_conversations(family, case):
+    messages = HAND_WRITTEN[case]
     conv = Conversation(messages)
-    text, spans = generation_spans("llama3.1", conv, FAMILY["llama3.1"].marked_template())
-    assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\nHello<|eot_id|>")
-    out = fastsft.RecordEncoder(str(TOKENIZERS / "llama3.1")).encode(json.dumps({"messages": messages}))
-    assert (out.get("input_ids"), list(out.get("loss_mask", b""))) == span_mask("llama3.1", text, spans), out
+    out = record_encoder(family).encode(json.dumps({"messages": messages}))
+    try:
+        text = hf_render(family, conv)
+    except TemplateError as e:
+        assert (out.get("reject"), out.get("detail")) == ("template_error", str(e))
+        return
+    if "reject" in out and reply_holds_end_of_turn(FAMILY[family], conv):
+        assert out["reject"] == "assistant_span_not_found"
+        return
+    _, spans = generation_spans(family, conv, FAMILY[family].marked_template())
+    ids, mask = span_mask(family, text, spans)
+    assert "reject" not in out, out
+    assert out["input_ids"] == ids
+    assert trained_runs(family, text, ids, list(out["loss_mask"])) == trained_runs(family, text, ids, mask)
+    assert list(out["loss_mask"]) == mask
 
 
 # ----------------------------------------------------------------------------------------------
@@ -563,8 +694,6 @@ def test_gpt2_with_chatml(tmp_path, family_inputs, family_expected):
     """The built-in ChatML layout on a tokenizer without ChatML special tokens: `<|im_start|>` and
     `<|im_end|>` are plain text. ids are the `tokenizers` library's encoding of the ChatML text; the
     mask trains from after `<|im_start|>assistant\\n` through `<|im_end|>` (DESIGN §3)."""
-    from family_reference import lib_tokenizer
-
     corpus = "llamafactory_glaive_toolcall_en_demo"
     p = run_prep({corpus: family_inputs[corpus]}, TOKENIZERS / "gpt2", tmp_path / "out", template="chatml", role_map=ROLE_MAP)
     samples = p.samples(corpus)
