@@ -14,7 +14,10 @@ messages rules, `transformers` 5.x for the rendering):
   (checked to render byte-identical text and to mark exactly header-end → end-of-turn), gives the
   reference mask: transformers' `assistant_masks`, and DESIGN §3's rule on its character spans and
   the `tokenizers` library's offsets;
+- fastsft given the marked copy (its `{% generation %}` path): the same ids and masks;
 - golden tables: per family, the text of each trained run of a hand-checked conversation;
+- hand-written conversations for what the corpora lack (whitespace, reasoning blocks, headers and
+  end-of-turn tokens inside text), every family; known fastsft bugs are strict xfails;
 - options (train_on, "train": false, train_eot, train_on_prompt) on Qwen2.5 and Llama 3.1;
 - Llama 3's byte-level offsets on whitespace, split multi-byte characters and emoji;
 - GPT-2 (no template): a clear error, and `--template chatml`.
