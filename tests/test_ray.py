@@ -97,7 +97,7 @@ def test_read_json_then_encode_batch_equals_prep(local_ray, tmp_path, corpus):
 
 def test_from_items_raw_lines_with_bad_records_equals_prep(local_ray, tmp_path):
     """Raw JSON lines, bad ones included: each rejected row says why, as prep's rejects.jsonl does."""
-    good = gzip.decompress((CORPORA / "medicalgpt_sharegpt_zh_1k.jsonl.gz").read_bytes()).decode().splitlines()[:150]
+    good = gzip.decompress((CORPORA / "medicalgpt_sharegpt_zh_1k.jsonl.gz").read_bytes()).decode().split("\n")[:150]
     bad = [
         '{"messages": [',
         "[1, 2]",
