@@ -624,21 +624,8 @@ HAND_WRITTEN = {
     "tabs and trailing newline": [_u("q"), _a("\t\tcode\n\t\tmore\n")],
     "CRLF": [_u("q\r\n"), _a("line1\r\nline2\r\n")],
 }
-PYTHON_WHITESPACE_BUG = (
-    "fastsft bug: the check that a reply is rendered whole (jinja.rs check_content, markers.rs) trims with Rust's "
-    "White_Space, not Python's str.strip, which also strips U+001C..U+001F: rejected as assistant_span_not_found"
-)
-KNOWN_BUGS = {
-    **{
-        (family, case): PYTHON_WHITESPACE_BUG
-        for family in ("llama3.1", "mistral-7b-instruct-v0.3", "gemma")
-        for case in ("python-only whitespace at the end", "python-only whitespace at the start")
-    },
-    ("mistral-7b-instruct-v0.3", "system, whitespace-only reply"): (
-        "fastsft: the marker path is skipped when a reply is whitespace-only (jinja.rs render_by_prefixes), so a "
-        "template that is not prefix-stable (Mistral v0.3 with a system message) rejects the row"
-    ),
-}
+# Known fastsft bugs, as strict xfails (the test fails once a bug is fixed). None open.
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 @functools.cache

@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fastsft.view import register_cli as register_view
 
     register_view(subparsers)
+    from fastsft.verify import register_cli as register_verify
+
+    register_verify(subparsers)
     try:
         from fastsft.train import register_cli as register_train
     except ImportError:

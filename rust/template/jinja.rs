@@ -172,9 +172,6 @@ impl JinjaTemplate {
             Err(prefix_reject) => {
                 let replies: Vec<(usize, &str)> =
                     assistant_indices(conversation).map(|i| (i, conversation.messages[i].content.as_str())).collect();
-                if replies.iter().any(|(_, reply)| reply.trim().is_empty()) {
-                    return Err(prefix_reject);
-                }
                 let render_marked = |markers: &[String]| {
                     let mut marked = messages.to_vec();
                     for ((index, _), marker) in replies.iter().zip(markers) {
