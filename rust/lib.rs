@@ -6,6 +6,7 @@
 
 pub mod encode;
 pub mod error;
+pub mod fastbpe;
 pub mod pack;
 pub mod pipeline;
 pub mod schema;

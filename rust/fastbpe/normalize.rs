@@ -1,0 +1,121 @@
+//! The normalizers fastbpe implements: NFC, `Prepend`, `Replace` with a literal pattern, and
+//! `Sequence`s of these, applied to each piece of text between added tokens (as the `tokenizers`
+//! crate does, so `Prepend` marks every piece, not just the first).
+//!
+//! NFC uses `unicode-normalization-alignments`, the crate (and Unicode 9.0 tables) that
+//! `tokenizers` normalizes with: a newer Unicode version composes and reorders differently for
+//! characters added since. A piece that the quick check proves NFC is not copied.
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+use unicode_normalization_alignments::{is_nfc_quick, IsNormalized, UnicodeNormalization};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    Nfc,
+    Prepend(String),
+    /// Every non-overlapping occurrence, left to right (an escaped literal regex in `tokenizers`).
+    Replace(String, String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Normalizer {
+    pub steps: Vec<Step>,
+}
+
+impl Normalizer {
+    /// `None` for a normalizer fastbpe does not implement exactly.
+    pub fn from_json(v: &Value) -> Option<Normalizer> {
+        let mut steps = Vec::new();
+        if !v.is_null() {
+            push_steps(v, &mut steps)?;
+        }
+        Some(Normalizer { steps })
+    }
+
+    pub fn is_identity(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    pub fn apply<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut s = Cow::Borrowed(text);
+        for step in &self.steps {
+            match step {
+                Step::Nfc => {
+                    if !is_nfc(&s) {
+                        s = Cow::Owned(s.nfc().map(|(c, _)| c).collect());
+                    }
+                }
+                Step::Prepend(p) => {
+                    if !s.is_empty() {
+                        s = Cow::Owned(format!("{p}{s}"));
+                    }
+                }
+                Step::Replace(from, to) => {
+                    if s.contains(from.as_str()) {
+                        s = Cow::Owned(s.replace(from.as_str(), to));
+                    }
+                }
+            }
+        }
+        s
+    }
+}
+
+/// Quick check, with an ASCII fast path (ASCII text is always NFC).
+fn is_nfc(s: &str) -> bool {
+    s.is_ascii() || is_nfc_quick(s.chars()) == IsNormalized::Yes
+}
+
+fn push_steps(v: &Value, steps: &mut Vec<Step>) -> Option<()> {
+    let kind = v.get("type")?.as_str()?;
+    match kind {
+        "NFC" => steps.push(Step::Nfc),
+        "Prepend" => steps.push(Step::Prepend(v.get("prepend")?.as_str()?.to_string())),
+        "Replace" => {
+            let from = v.get("pattern")?.get("String")?.as_str()?;
+            if from.is_empty() {
+                return None;
+            }
+            steps.push(Step::Replace(from.to_string(), v.get("content")?.as_str()?.to_string()));
+        }
+        "Sequence" => {
+            for n in v.get("normalizers")?.as_array()? {
+                push_steps(n, steps)?;
+            }
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nfc_composes_and_skips_normalized_text() {
+        let n = Normalizer::from_json(&json!({"type": "NFC"})).expect("nfc");
+        assert_eq!(n.apply("e\u{301}"), "\u{e9}");
+        assert!(matches!(n.apply("plain 中文"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn sentencepiece_sequence() {
+        let v = json!({"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u{2581}"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}]});
+        let n = Normalizer::from_json(&v).expect("sequence");
+        assert_eq!(n.apply("a b"), "\u{2581}a\u{2581}b");
+        assert_eq!(n.apply(""), "");
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_implement() {
+        assert!(Normalizer::from_json(&json!({"type": "NFKC"})).is_none());
+        assert!(Normalizer::from_json(&json!({"type": "Replace", "pattern": {"Regex": " +"}, "content": "_"})).is_none());
+        assert!(Normalizer::from_json(&json!({"type": "Sequence", "normalizers": [{"type": "Lowercase"}]})).is_none());
+    }
+}
