@@ -37,11 +37,24 @@ pub struct EncodeOptions {
     pub train_eot: bool,
     /// Train every token, prompt included.
     pub train_on_prompt: bool,
+    /// Records larger than this are rejected unread: tokenizing takes ~100 bytes of memory per
+    /// byte of text, so one 50 MB record would need GBs.
+    pub max_record_bytes: usize,
 }
+
+/// 4 MiB of JSON: about a million tokens, far beyond any SFT sample, ~0.5 GB to tokenize.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 4 << 20;
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        EncodeOptions { max_len: None, truncation: Truncation::Right, train_on: TrainOn::All, train_eot: true, train_on_prompt: false }
+        EncodeOptions {
+            max_len: None,
+            truncation: Truncation::Right,
+            train_on: TrainOn::All,
+            train_eot: true,
+            train_on_prompt: false,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+        }
     }
 }
 
@@ -131,6 +144,16 @@ impl Encoder {
 
     /// Raw JSON record → ids and mask, or the reason it cannot be trained on.
     pub fn encode_record(&self, bytes: &[u8]) -> std::result::Result<Encoded, Reject> {
+        if bytes.len() > self.options.max_record_bytes {
+            return Err(Reject::new(
+                RejectReason::TooLong,
+                format!(
+                    "the record is {:.1} MB, over the {:.1} MB limit for one record (--max-record-bytes)",
+                    bytes.len() as f64 / 1e6,
+                    self.options.max_record_bytes as f64 / 1e6
+                ),
+            ));
+        }
         let conversation = parse_record(bytes, &self.schema)?;
         self.encode_conversation(&conversation)
     }

@@ -22,6 +22,9 @@ pub enum Error {
     Corrupt { path: PathBuf, detail: String },
 
     #[error("{path}: {detail}")]
+    BadFile { path: PathBuf, detail: String },
+
+    #[error("{path}: {detail}")]
     Tokenizer { path: PathBuf, detail: String },
 
     #[error("chat template: {detail}")]

@@ -196,6 +196,9 @@ fn write_dataset(
     rejects.flush().map_err(|e| Error::io(&rejects_path, e))?;
     rejects.into_inner().map_err(|e| Error::io(&rejects_path, e.into_error()))?.sync_all().map_err(|e| Error::io(&rejects_path, e))?;
 
+    if should_stop() {
+        return Err(Error::Interrupted);
+    }
     let manifest = manifest(config, encoder, source, &counts, ids_descr);
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::config(e.to_string()))?;
     write_file(&out.file("manifest.json"), format!("{text}\n").as_bytes())?;
@@ -389,6 +392,7 @@ fn options_json(config: &PrepConfig) -> serde_json::Value {
         "train_on": match e.train_on { TrainOn::All => "all", TrainOn::Last => "last" },
         "train_eot": e.train_eot,
         "train_on_prompt": e.train_on_prompt,
+        "max_record_bytes": e.max_record_bytes,
     })
 }
 

@@ -63,7 +63,14 @@ fn schema_options(format: Option<&str>, role_map: Option<HashMap<String, String>
     Ok(SchemaOptions { format, role_map: role_map.unwrap_or_default(), fields: names })
 }
 
-fn encode_options(max_len: Option<usize>, truncation: &str, train_on: &str, train_eot: bool, train_on_prompt: bool) -> PyResult<EncodeOptions> {
+fn encode_options(
+    max_len: Option<usize>,
+    truncation: &str,
+    train_on: &str,
+    train_eot: bool,
+    train_on_prompt: bool,
+    max_record_bytes: Option<usize>,
+) -> PyResult<EncodeOptions> {
     if max_len == Some(0) {
         return Err(FastSFTError::new_err("--max-len must be positive"));
     }
@@ -73,6 +80,7 @@ fn encode_options(max_len: Option<usize>, truncation: &str, train_on: &str, trai
         train_on: parse_choice(train_on, "--train-on", &[("all", TrainOn::All), ("last", TrainOn::Last)])?,
         train_eot,
         train_on_prompt,
+        max_record_bytes: max_record_bytes.unwrap_or(crate::encode::DEFAULT_MAX_RECORD_BYTES),
     })
 }
 
@@ -80,7 +88,8 @@ fn encode_options(max_len: Option<usize>, truncation: &str, train_on: &str, trai
 #[pyfunction]
 #[pyo3(signature = (inputs, tokenizer, output, *, template=None, format=None, role_map=None, fields=None, max_len=None,
     truncation="right", train_on="all", train_eot=true, train_on_prompt=false, threads=0, chunk_size=None,
-    overwrite=false, progress=false, strict=false, max_reject_fraction=None, num_shards=1, shard_index=0))]
+    overwrite=false, progress=false, strict=false, max_reject_fraction=None, num_shards=1, shard_index=0,
+    max_record_bytes=None))]
 #[allow(clippy::too_many_arguments)]
 fn prep<'py>(
     py: Python<'py>,
@@ -104,6 +113,7 @@ fn prep<'py>(
     max_reject_fraction: Option<f64>,
     num_shards: u64,
     shard_index: u64,
+    max_record_bytes: Option<usize>,
 ) -> PyResult<Bound<'py, PyDict>> {
     if num_shards == 0 || shard_index >= num_shards {
         return Err(FastSFTError::new_err(format!(
@@ -113,7 +123,7 @@ fn prep<'py>(
     let mut config = PrepConfig::new(inputs, tokenizer, output);
     config.template = template;
     config.schema = schema_options(format, role_map, fields)?;
-    config.encode = encode_options(max_len, truncation, train_on, train_eot, train_on_prompt)?;
+    config.encode = encode_options(max_len, truncation, train_on, train_eot, train_on_prompt, max_record_bytes)?;
     config.threads = threads;
     config.chunk_size = chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE);
     config.overwrite = overwrite;
@@ -124,6 +134,9 @@ fn prep<'py>(
     // Ctrl-C: the pipeline asks between chunks whether a signal arrived.
     let interrupted = || Python::attach(|py| py.check_signals().is_err());
     let summary = py.detach(|| run(&config, &interrupted))?;
+    // The dataset is complete and in place: a Ctrl-C that arrived while it was being committed
+    // is consumed here rather than raised after the fact next to a finished dataset.
+    let _ = py.check_signals();
     let c = &summary.counts;
     let dict = PyDict::new(py);
     dict.set_item("output", summary.output.display().to_string())?;
@@ -175,7 +188,7 @@ struct RecordEncoder {
 impl RecordEncoder {
     #[new]
     #[pyo3(signature = (tokenizer, *, template=None, format=None, role_map=None, fields=None, max_len=None, truncation="right",
-        train_on="all", train_eot=true, train_on_prompt=false))]
+        train_on="all", train_eot=true, train_on_prompt=false, max_record_bytes=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         tokenizer: PathBuf,
@@ -188,9 +201,10 @@ impl RecordEncoder {
         train_on: &str,
         train_eot: bool,
         train_on_prompt: bool,
+        max_record_bytes: Option<usize>,
     ) -> PyResult<Self> {
         let schema = schema_options(format, role_map, fields)?;
-        let options = encode_options(max_len, truncation, train_on, train_eot, train_on_prompt)?;
+        let options = encode_options(max_len, truncation, train_on, train_eot, train_on_prompt, max_record_bytes)?;
         Ok(RecordEncoder { encoder: Encoder::load(&tokenizer, template.as_deref(), schema, options)? })
     }
 

@@ -206,12 +206,13 @@ fn open(index: u32, path: &Path) -> Result<OpenFile> {
         Decoded::Plain(raw)
     };
     let mut reader = BufReader::with_capacity(READ_BUFFER, decoded);
-    let layout = sniff_layout(&mut reader).map_err(|e| read_error(path, e))?;
+    let layout = sniff_layout(&mut reader, path).map_err(|e| read_error(path, e))?;
     Ok(OpenFile { index, path: path.to_path_buf(), reader, layout, position: 0, array_done: false })
 }
 
 fn read_error(path: &Path, e: std::io::Error) -> Error {
     match e.kind() {
+        std::io::ErrorKind::InvalidInput => Error::BadFile { path: path.to_path_buf(), detail: e.to_string() },
         std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData | std::io::ErrorKind::Other => {
             Error::Corrupt { path: path.to_path_buf(), detail: e.to_string() }
         }
@@ -219,12 +220,19 @@ fn read_error(path: &Path, e: std::io::Error) -> Error {
     }
 }
 
-/// Skips a BOM and leading whitespace; a `[` first means a JSON array.
-fn sniff_layout<R: BufRead>(reader: &mut R) -> std::io::Result<Layout> {
+/// Skips a BOM. A `.jsonl`/`.ndjson` name (before any `.gz`/`.zst`) means JSON Lines, even when
+/// the first record is itself an array; otherwise a `[` as the first non-blank byte means a
+/// top-level JSON array.
+fn sniff_layout<R: BufRead>(reader: &mut R, path: &Path) -> std::io::Result<Layout> {
     let buf = reader.fill_buf()?;
     let bom = buf.starts_with(&[0xef, 0xbb, 0xbf]);
     if bom {
         reader.consume(3);
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let stem = name.trim_end_matches(".gz").trim_end_matches(".zst").trim_end_matches(".zstd");
+    if stem.ends_with(".jsonl") || stem.ends_with(".ndjson") || stem.ends_with(".jsonlines") {
+        return Ok(Layout::Lines);
     }
     let buf = reader.fill_buf()?;
     let first = buf.iter().find(|b| !b.is_ascii_whitespace()).copied();
@@ -316,6 +324,7 @@ impl OpenFile {
             if let Some(closing) = finished {
                 if closing {
                     self.array_done = true;
+                    self.expect_only_whitespace()?;
                     if element.iter().all(|b| b.is_ascii_whitespace()) {
                         return Ok(None);
                     }
@@ -323,6 +332,26 @@ impl OpenFile {
                 self.position += 1;
                 return Ok(Some(RawRecord { file: self.index, line: self.position, bytes: element }));
             }
+        }
+    }
+
+    /// After the array's closing bracket only whitespace may follow: anything else would be data
+    /// that is neither a sample nor a reject.
+    fn expect_only_whitespace(&mut self) -> std::io::Result<()> {
+        loop {
+            let buf = self.reader.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(());
+            }
+            if let Some(at) = buf.iter().position(|b| !b.is_ascii_whitespace()) {
+                let snippet = String::from_utf8_lossy(&buf[at..buf.len().min(at + 20)]).into_owned();
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("content after the closing bracket of the top-level JSON array ({snippet:?}...); a .json file holds one array, JSON Lines files are named .jsonl"),
+                ));
+            }
+            let n = buf.len();
+            self.reader.consume(n);
         }
     }
 

@@ -197,8 +197,6 @@ def test_template_raise_is_a_reject_with_its_message(raising_runs, case, tokeniz
     assert message in reject["detail"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a JSONL file whose first line starts with '[' is read as one JSON array: "
-                   "line 1's elements become the records and every later line is silently dropped (read=2, not 3)")
 def test_jsonl_whose_first_record_is_an_array_loses_no_line(tmp_path):
     """A JSON Lines file that starts with `[`: every line is still read and counted."""
     data = tmp_path / "d.jsonl"
@@ -207,8 +205,6 @@ def test_jsonl_whose_first_record_is_an_array_loses_no_line(tmp_path):
     assert (summary["read"], summary["written"], summary["rejected_by_reason"]) == (3, 2, {"not_an_object": 1})
 
 
-@pytest.mark.xfail(strict=True, reason="bug: whatever follows a top-level JSON array's closing bracket is ignored "
-                   "without a count, a reject or an error (read=1, not 2)")
 def test_json_array_with_trailing_content_is_not_silently_cut(tmp_path):
     """Content after a top-level array's closing bracket is read (or an error), never dropped."""
     data = tmp_path / "d.json"
@@ -435,9 +431,6 @@ def test_ctrl_c_mid_run_cleans_up(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["medical.jsonl"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Ctrl-C while the dataset is being finished (fsyncs, manifest) is not "
-                   "checked: the run commits OUT, then KeyboardInterrupt makes the CLI exit 130 saying "
-                   "'nothing was written to the output path' next to a complete dataset")
 def test_ctrl_c_while_finishing_says_what_happened(tmp_path):
     """Ctrl-C after the last record: either the run stops (no OUT, exit 130) or it completes
     (OUT, exit 0); never a complete OUT with 'nothing was written'."""
@@ -463,8 +456,6 @@ def sha(path: Path) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="bug: a 50 MB reply is tokenized whole before --max-len truncates it: 5.5 GB "
-                   "peak RSS and 40 s unlimited; under the 3 GB limit the process aborts ('memory allocation failed')")
 def test_50mb_line_is_truncated_without_blowing_memory(tmp_path):
     """A conversation whose assistant reply is 50 MB, with --max-len 4096: written truncated (or
     rejected with a reason), with peak memory under 1 GB. The child runs under a 3 GB address

@@ -40,6 +40,9 @@ class PrepOptions:
     train_on: str = _opt("all", "Which assistant turns are trained: every one, or only the last.", choices=("all", "last"))
     train_eot: bool = _opt(True, "Train the end-of-turn token that closes each reply (--no-train-eot to mask it).")
     train_on_prompt: bool = _opt(False, "Train on every token, prompts included.")
+    max_record_bytes: int | None = _opt(
+        None, "Reject records larger than this many bytes unread (default 4 MiB: tokenizing needs ~100x the text in memory)."
+    )
     threads: int = _opt(0, "Worker threads; 0 = every core. The output does not depend on it.")
     chunk_size: int | None = _opt(None, "Records per chunk (memory/speed trade-off; the output does not depend on it).")
     overwrite: bool = _opt(False, "Replace an existing dataset at the output path.")
@@ -63,6 +66,8 @@ class PrepOptions:
                 raise ValueError(f"--{f.name.replace('_', '-')} {value!r}: expected one of {', '.join(choices)}")
         if self.max_len is not None and self.max_len <= 0:
             raise ValueError(f"--max-len {self.max_len}: must be a positive number of tokens")
+        if self.max_record_bytes is not None and self.max_record_bytes <= 0:
+            raise ValueError(f"--max-record-bytes {self.max_record_bytes}: must be positive")
         if self.threads < 0:
             raise ValueError(f"--threads {self.threads}: must be 0 (every core) or more")
         if self.chunk_size is not None and self.chunk_size <= 0:
