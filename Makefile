@@ -17,7 +17,7 @@ demo: install  ## prepare the shipped corpora with the shipped Qwen2.5 tokenizer
 test-deps:  ## test dependencies and fastsft itself (editable, release build)
 	# torch first: DeepSpeed's pip build imports it.
 	$(PYTHON) -m pip install torch==2.15.0
-	$(PYTHON) -m pip install -r requirements-test.txt -r requirements-train.txt -r requirements-interop.txt
+	$(PYTHON) -m pip install -r requirements-test.txt -r requirements-train.txt -r requirements-interop.txt -r requirements-faults.txt
 	$(PYTHON) -m pip install -e .
 
 rust-test:
