@@ -103,6 +103,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="fastsft-memory-", dir=args.work))
     rows = []
     load_before = os.getloadavg()
+    revision = commit()  # before the runs: the code they measured
     try:
         for size_gb in args.sizes_gb:
             corpus = work / f"corpus-{size_gb:g}GB.jsonl"
@@ -149,7 +150,7 @@ def main() -> int:
         f"Machine: {machine()}; load average (1, 5, 15 min) {' '.join(f'{x:.1f}' for x in load_before)} before, "
         f"{' '.join(f'{x:.1f}' for x in load_after)} after (other work on the machine slows the throughput columns; "
         f"peak RSS does not depend on it)\n\n"
-        f"Date: {datetime.date.today().isoformat()}; fastsft {fastsft.__version__} at {commit()}\n\n"
+        f"Date: {datetime.date.today().isoformat()}; fastsft {fastsft.__version__} at {revision}\n\n"
         f"Corpus: the repo's chat corpora ({', '.join(CHAT_CORPORA)}) repeated, plain JSONL. Peak RSS: `ru_maxrss` of "
         f"the prep subprocess (`os.wait4`). Target: under 1 GB, and not growing with the corpus.\n\n"
         f"{table}\n\n"
