@@ -4,6 +4,7 @@
 //! sample lengths for training. Pure Rust: only `py.rs` (behind the `python` feature) knows pyo3,
 //! so `cargo test` needs no Python.
 
+pub mod columnar;
 pub mod encode;
 pub mod error;
 pub mod fastbpe;
