@@ -205,19 +205,6 @@ def test_jsonl_whose_first_record_is_an_array_loses_no_line(tmp_path):
     assert (summary["read"], summary["written"], summary["rejected_by_reason"]) == (3, 2, {"not_an_object": 1})
 
 
-def test_json_array_with_trailing_content_is_not_silently_cut(tmp_path):
-    """Content after a top-level array's closing bracket is read (or an error), never dropped."""
-    data = tmp_path / "d.json"
-    data.write_bytes(b"[" + GOOD + b"]\n" + GOOD + b"\n")
-    try:
-        summary = fastsft.prep([data], FAST_TOKENIZER, tmp_path / "out")
-    except fastsft.FastSFTError as error:
-        assert "d.json" in str(error)
-        assert not (tmp_path / "out").exists()
-    else:
-        assert summary["read"] == 2
-
-
 # ---------------------------------------------------------------------------------------------
 # Whole-run errors, through the CLI: exit status 2, a message naming the file, no traceback.
 
@@ -284,6 +271,16 @@ def test_input_is_a_directory(tmp_path):
     (tmp_path / "dir.jsonl").mkdir()
     done = cli(tmp_path / "dir.jsonl", "--tokenizer", FAST_TOKENIZER, "-o", tmp_path / "out")
     assert_clean_error(done, "dir.jsonl", "not a file")
+    assert_nothing_written(tmp_path)
+
+
+def test_json_array_with_trailing_content_is_an_error(tmp_path):
+    """Content after a top-level array's closing bracket (a JSON Lines file named .json whose first
+    record is an array) is a clear error naming the file, never data silently left unread."""
+    data = tmp_path / "d.json"
+    data.write_bytes(b"[" + GOOD + b"]\n" + GOOD + b"\n")
+    done = cli(data, "--tokenizer", FAST_TOKENIZER, "-o", tmp_path / "out")
+    assert_clean_error(done, str(data), "after the closing bracket", ".jsonl")
     assert_nothing_written(tmp_path)
 
 
@@ -452,19 +449,21 @@ def sha(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# A single 50 MB line.
+# A single huge line.
 
 
-@pytest.mark.slow
-def test_50mb_line_is_truncated_without_blowing_memory(tmp_path):
-    """A conversation whose assistant reply is 50 MB, with --max-len 4096: written truncated (or
-    rejected with a reason), with peak memory under 1 GB. The child runs under a 3 GB address
-    space limit, so a run that would need more fails fast instead of taking the machine down."""
-    reply = "word " * (10 * 1024 * 1024)
+@pytest.mark.parametrize("reply_mb, outcome", [(50, "rejected"), (3.9, "truncated")], ids=["50MB_rejected_unread", "3.9MB_truncated"])
+def test_huge_line_without_blowing_memory(tmp_path, reply_mb, outcome):
+    """A conversation whose assistant reply is 50 MB, with --max-len 4096: rejected unread as
+    too_long (over --max-record-bytes, 4 MiB by default); one just under that limit is tokenized
+    and truncated to --max-len. Either way peak memory stays under 1 GB; the child runs under a
+    3 GB address-space limit, so a run that would need more fails fast instead of taking the
+    machine down."""
+    reply = "word " * int(reply_mb * 2**20 / 5)
     big = dumps({"messages": [USER, {"role": "assistant", "content": reply}]})
     data = tmp_path / "big.jsonl"
     data.write_bytes(b"\n".join([GOOD, big, GOOD]) + b"\n")
-    assert data.stat().st_size > 50 * 1024 * 1024
+    assert data.stat().st_size > reply_mb * 2**20
     del reply, big
 
     def limit_memory() -> None:
@@ -475,14 +474,16 @@ def test_50mb_line_is_truncated_without_blowing_memory(tmp_path):
     returncode, peak = run_measured(command, tmp_path, preexec_fn=limit_memory, timeout=300)
     assert returncode == 0, (tmp_path / "stderr.txt").read_text()[-2000:]
     assert peak < 1 << 30, f"peak RSS {peak / 2**20:.0f} MiB"
-    manifest = json.loads((tmp_path / "out/manifest.json").read_text())
-    counts = manifest["counts"]
+    counts = json.loads((tmp_path / "out/manifest.json").read_text())["counts"]
     assert counts["read"] == 3 == counts["written"] + counts["rejected"]
-    if counts["written"] == 3:
-        offsets = np.load(tmp_path / "out/offsets.npy")
-        assert counts["truncated"] == 1 and np.diff(offsets).max() == 4096
+    if outcome == "truncated":
+        assert (counts["written"], counts["truncated"]) == (3, 1)
+        assert np.diff(np.load(tmp_path / "out/offsets.npy")).max() == 4096
     else:
         assert counts["rejected_by_reason"] == {"too_long": 1}
+        [reject] = [json.loads(line) for line in read_lines(tmp_path / "out/rejects.jsonl")]
+        assert (reject["line"], reject["reason"]) == (2, "too_long")
+        assert "--max-record-bytes" in reject["detail"]
 
 
 def run_measured(command: list[str], tmp_path: Path, preexec_fn=None, timeout: float = 300) -> tuple[int, int]:
