@@ -183,8 +183,13 @@ impl SchemaOptions {
 type Parsed<T> = Result<T, Reject>;
 
 pub fn parse_record(bytes: &[u8], options: &SchemaOptions) -> Parsed<Conversation> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| Reject::new(RejectReason::InvalidJson, format!("malformed JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| match std::str::from_utf8(bytes) {
+        Err(bad) => Reject::new(RejectReason::InvalidJson, format!("invalid UTF-8 at byte {}", bad.valid_up_to())),
+        Ok(text) if text.contains('\u{feff}') => {
+            Reject::new(RejectReason::InvalidJson, format!("malformed JSON: {e} (the line holds a byte-order mark: files concatenated with their BOMs?)"))
+        }
+        Ok(_) => Reject::new(RejectReason::InvalidJson, format!("malformed JSON: {e}")),
+    })?;
     let Value::Object(record) = value else {
         return Err(Reject::new(RejectReason::NotAnObject, format!("record is {}, not a JSON object", kind(&value))));
     };
@@ -254,7 +259,8 @@ fn field<'a>(record: &'a Map<String, Value>, name: &str) -> Parsed<&'a Value> {
 }
 
 fn string_field(record: &Map<String, Value>, name: &str, what: &str) -> Parsed<String> {
-    match field(record, name)? {
+    let value = record.get(name).ok_or_else(|| Reject::new(RejectReason::MissingField, format!("{what} has no '{name}'")))?;
+    match value {
         Value::String(s) => Ok(s.clone()),
         other => Err(Reject::new(RejectReason::WrongType, format!("{what} '{name}' is {}, expected a string", kind(other)))),
     }

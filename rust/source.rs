@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::columnar::{is_columnar, ColumnarReader};
 use crate::error::{Error, Result};
 
 /// One record as read from disk, not yet parsed.
@@ -97,7 +98,7 @@ struct OpenFile {
 pub struct Source {
     paths: Vec<PathBuf>,
     next_file: usize,
-    current: Option<OpenFile>,
+    current: Option<Input>,
     infos: Vec<InputInfo>,
     shard: Shard,
     /// Non-blank records seen so far, across files: the key of the shard split.
@@ -117,6 +118,43 @@ impl Shard {
     pub const WHOLE: Shard = Shard { index: 0, count: 1 };
 }
 
+/// One open input: a text file (JSONL or a JSON array), or a columnar one (`columnar.rs`:
+/// Parquet, Arrow IPC, a `datasets.save_to_disk` directory) whose rows arrive as JSON objects.
+enum Input {
+    Text(Box<OpenFile>),
+    Columnar { index: u32, path: PathBuf, reader: Box<ColumnarReader> },
+}
+
+impl Input {
+    fn open(index: u32, path: &Path) -> Result<Input> {
+        if is_columnar(path) {
+            let reader = Box::new(ColumnarReader::open(path)?);
+            Ok(Input::Columnar { index, path: path.to_path_buf(), reader })
+        } else {
+            Ok(Input::Text(Box::new(open(index, path)?)))
+        }
+    }
+
+    fn next_record(&mut self) -> Result<Option<RawRecord>> {
+        match self {
+            Input::Text(file) => file.next_record(),
+            Input::Columnar { index, reader, .. } => {
+                Ok(reader.next_row()?.map(|(row, bytes)| RawRecord { file: *index, line: row, bytes }))
+            }
+        }
+    }
+
+    fn finish(self) -> Result<InputInfo> {
+        match self {
+            Input::Text(file) => file.finish(),
+            Input::Columnar { path, reader, .. } => {
+                let (size, sha256) = reader.finish()?;
+                Ok(InputInfo { path: path.display().to_string(), size, sha256 })
+            }
+        }
+    }
+}
+
 impl Source {
     /// Checks that every file exists before any work starts, so a typo fails at once.
     pub fn new(paths: Vec<PathBuf>) -> Result<Self> {
@@ -125,8 +163,11 @@ impl Source {
         }
         for path in &paths {
             let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-            if !meta.is_file() {
-                return Err(Error::config(format!("{}: not a file", path.display())));
+            if !meta.is_file() && !is_columnar(path) {
+                return Err(Error::config(format!(
+                    "{}: not a file (directories are read only when written by datasets' save_to_disk)",
+                    path.display()
+                )));
             }
         }
         Ok(Source { paths, next_file: 0, current: None, infos: Vec::new(), shard: Shard::WHOLE, seen: 0 })
@@ -158,7 +199,7 @@ impl Source {
                 }
                 let index = self.next_file;
                 self.next_file += 1;
-                self.current = Some(open(index as u32, &self.paths[index])?);
+                self.current = Some(Input::open(index as u32, &self.paths[index])?);
             }
             let Some(file) = self.current.as_mut() else { break };
             match file.next_record()? {

@@ -111,6 +111,7 @@ impl OutputDir {
         let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
         let parent = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        remove_stale_temporaries(parent, &name);
         let tmp = parent.join(format!(".{name}.fastsft-tmp-{}", std::process::id()));
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -145,6 +146,23 @@ impl OutputDir {
     /// Removes the temporary directory after a failure.
     pub fn abandon(self) {
         let _ = fs::remove_dir_all(&self.tmp);
+    }
+}
+
+/// Temporary directories left by killed runs (their process is gone) are removed, so kills do
+/// not pile up partial datasets next to the output.
+fn remove_stale_temporaries(parent: &Path, name: &str) {
+    let prefix = format!(".{name}.fastsft-tmp-");
+    let Ok(entries) = fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file_name.strip_prefix(&prefix).and_then(|p| p.split('.').next()).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid.to_string()).exists();
+        if !alive && Path::new("/proc/self").exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
     }
 }
 

@@ -92,8 +92,8 @@ MATRIX: list[tuple[str, bytes, tuple]] = [
     # Consecutive same roles: Qwen2.5's template renders them (Gemma's and Mistral's raise: see below).
     ("consecutive_users_qwen", dumps({"messages": [USER, {"role": "user", "content": "q2"}, ASSISTANT]}), ("sample",)),
     # Bytes
-    ("invalid_utf8_in_string", b'{"messages": [{"role": "user", "content": "caf\xe9"}, {"role": "assistant", "content": "a"}]}', ("reject", "invalid_json", "invalid unicode")),
-    ("invalid_utf8_truncated_sequence", GOOD[:-3] + b'\xe4\xbd"}]}', ("reject", "invalid_json", "malformed JSON")),
+    ("invalid_utf8_in_string", b'{"messages": [{"role": "user", "content": "caf\xe9"}, {"role": "assistant", "content": "a"}]}', ("reject", "invalid_json", "invalid UTF-8 at byte")),
+    ("invalid_utf8_truncated_sequence", GOOD[:-3] + b'\xe4\xbd"}]}', ("reject", "invalid_json", "invalid UTF-8 at byte")),
     ("lone_surrogate_escape", b'{"messages": [{"role": "user", "content": "\\ud800"}, {"role": "assistant", "content": "a"}]}', ("reject", "invalid_json", "hex escape")),
     # A BOM is dropped at the start of a file (line 1 below); one in the middle of a file (as `cat`
     # of BOM-prefixed files leaves) is not valid JSON: a counted reject.
@@ -414,8 +414,8 @@ def test_sigkill_mid_run_leaves_no_dataset_and_a_rerun_succeeds(tmp_path):
     for name in DETERMINISTIC_FILES:
         assert sha(tmp_path / "out" / name) == sha(tmp_path / "clean" / name), name
     assert json.loads((tmp_path / "out/manifest.json").read_text())["counts"]["read"] == 500
-    # The killed run's temporary directory is all that is left besides the two datasets.
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["medical.jsonl", "out", "clean", tmp_dir.name])
+    # The re-run removed the killed run's temporary directory (its process is gone).
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["medical.jsonl", "out", "clean"])
 
 
 def test_ctrl_c_mid_run_cleans_up(tmp_path):

@@ -85,7 +85,7 @@ def encode_batch(
     return {
         "input_ids": out["input_ids"],
         "labels": labels,
-        "loss_mask": out["loss_mask"],
+        "loss_mask": [list(mask) for mask in out["loss_mask"]],
         "truncated": out["truncated"],
         "reject": out["reject"],
         "reject_detail": out["detail"],
