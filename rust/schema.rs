@@ -225,11 +225,13 @@ fn detect(record: &Map<String, Value>, options: &SchemaOptions) -> Parsed<Format
             return Ok(if sharegpt { Format::ShareGpt } else { Format::OpenAi });
         }
     }
-    if record.contains_key("conversations") {
+    // A null field counts as absent: columnar rows (Parquet, Arrow) carry every column.
+    let has = |key: &str| record.get(key).is_some_and(|v| !v.is_null());
+    if has("conversations") {
         Ok(Format::ShareGpt)
-    } else if record.contains_key("messages") {
+    } else if has("messages") {
         Ok(Format::OpenAi)
-    } else if record.contains_key("instruction") && record.contains_key("output") {
+    } else if has("instruction") && has("output") {
         Ok(Format::Alpaca)
     } else {
         let keys: Vec<&str> = record.keys().map(String::as_str).take(8).collect();

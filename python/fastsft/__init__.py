@@ -5,6 +5,7 @@ Public API:
 - `prep(inputs, tokenizer, output, **options)`: run the Rust pipeline (same as `fastsft prep`).
 - `SFTDataset(path_or_paths)`: memory-mapped samples with `input_ids`, `labels`, `attention_mask`.
 - `encode_batch(records, tokenizer, ...)`: the same encoder as a batch function (Ray, datasets.map).
+- `to_hf_dataset(path)`: a prepared dataset as a memory-mapped `datasets.Dataset` (TRL-ready).
 - `RecordEncoder(tokenizer, ...)`: encode or render one record at a time.
 - `FastSFTError`: raised for bad input or options (a `ValueError`).
 """
@@ -15,7 +16,7 @@ from fastsft.batch import encode_batch
 from fastsft.config import PrepOptions
 from fastsft.prep import prep
 
-__all__ = ["FastSFTError", "PrepOptions", "RecordEncoder", "SFTDataset", "encode_batch", "prep"]
+__all__ = ["FastSFTError", "PrepOptions", "RecordEncoder", "SFTDataset", "encode_batch", "prep", "to_hf_dataset"]
 
 
 def __getattr__(name: str):
@@ -24,4 +25,8 @@ def __getattr__(name: str):
         from fastsft.data.dataset import SFTDataset
 
         return SFTDataset
+    if name == "to_hf_dataset":
+        from fastsft.interop import to_hf_dataset
+
+        return to_hf_dataset
     raise AttributeError(f"module 'fastsft' has no attribute {name!r}")

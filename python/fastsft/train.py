@@ -294,6 +294,11 @@ def _trainer_class():
 
 def train(opts: TrainOptions) -> dict[str, Any]:
     """Run ``fastsft train`` with ``opts``; return the summary (also written to ``output/train_summary.json``)."""
+    if not os.path.exists(opts.model):
+        # A hub id (`Qwen/Qwen2.5-0.5B-Instruct`) from the local Hugging Face cache, never downloaded.
+        from fastsft.hub import resolve_model_dir
+
+        opts.model = os.fspath(resolve_model_dir(opts.model, model=True))
     ds_config = deepspeed_config(opts.deepspeed)
     prepare_distributed_env(ds_config is not None)
 
