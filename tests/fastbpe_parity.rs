@@ -54,7 +54,13 @@ fn corpus_sample_matches_tokenizers() {
         for text in sample.iter().chain(&strings).chain(&chats) {
             assert_same(pair, text);
         }
-        eprintln!("{}: {} lines, {} strings, {} chats identical", pair.family, sample.len(), strings.len(), chats.len());
+        eprintln!(
+            "{}: {} lines, {} strings, {} chats identical",
+            pair.family,
+            sample.len(),
+            strings.len(),
+            chats.len()
+        );
     }
 }
 
@@ -93,16 +99,80 @@ fn edge_cases_match_tokenizers() {
 
 fn atom() -> impl Strategy<Value = String> {
     let fixed = prop::sample::select(vec![
-        " ", "  ", "   ", "\t", "\n", "\r\n", "\n\n", " \n ", "\r", "\u{3000}", "\u{a0}", "\u{2028}", "\u{85}",
-        "'s", "'LL", "'Re", "'ve", "'ſ", "'", "''", "'d'",
-        "<|im_start|>", "<|im_end|>", "<|im_start", "<|im_end|>x", "<|endoftext|>", "<|im_", "|>", "<|",
-        "<s>", "</s>", "<unk>", "[INST]", "[/INST]", "<|assistant|>", "<|end|>", "<|user|>", "<|system|>",
-        "<start_of_turn>", "<end_of_turn>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>",
-        "<|begin_of_text|>", "<think>", "</think>", "<tool_call>",
-        "e\u{301}", "\u{301}", "A\u{30A}", "\u{1100}\u{1161}\u{11A8}", "\u{212B}", "ﬁ", "\u{0f73}", "\u{1d15e}",
-        "😀", "👍🏽", "👨‍👩‍👧", "🏳️‍🌈", "\u{200d}", "\u{fe0f}",
-        "{\"name\": \"", "\", \"arguments\": {", "}}", "\\n", "```python\n", "    ", "\u{2581}", "▁▁",
-        "123", "4567890", "٣٤٥", "½", "Ⅻ",
+        " ",
+        "  ",
+        "   ",
+        "\t",
+        "\n",
+        "\r\n",
+        "\n\n",
+        " \n ",
+        "\r",
+        "\u{3000}",
+        "\u{a0}",
+        "\u{2028}",
+        "\u{85}",
+        "'s",
+        "'LL",
+        "'Re",
+        "'ve",
+        "'ſ",
+        "'",
+        "''",
+        "'d'",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|im_start",
+        "<|im_end|>x",
+        "<|endoftext|>",
+        "<|im_",
+        "|>",
+        "<|",
+        "<s>",
+        "</s>",
+        "<unk>",
+        "[INST]",
+        "[/INST]",
+        "<|assistant|>",
+        "<|end|>",
+        "<|user|>",
+        "<|system|>",
+        "<start_of_turn>",
+        "<end_of_turn>",
+        "<|eot_id|>",
+        "<|start_header_id|>",
+        "<|end_header_id|>",
+        "<|begin_of_text|>",
+        "<think>",
+        "</think>",
+        "<tool_call>",
+        "e\u{301}",
+        "\u{301}",
+        "A\u{30A}",
+        "\u{1100}\u{1161}\u{11A8}",
+        "\u{212B}",
+        "ﬁ",
+        "\u{0f73}",
+        "\u{1d15e}",
+        "😀",
+        "👍🏽",
+        "👨‍👩‍👧",
+        "🏳️‍🌈",
+        "\u{200d}",
+        "\u{fe0f}",
+        "{\"name\": \"",
+        "\", \"arguments\": {",
+        "}}",
+        "\\n",
+        "```python\n",
+        "    ",
+        "\u{2581}",
+        "▁▁",
+        "123",
+        "4567890",
+        "٣٤٥",
+        "½",
+        "Ⅻ",
     ])
     .prop_map(str::to_string);
     prop_oneof![
@@ -150,17 +220,22 @@ fn unsupported_components_are_refused() {
     let edits: [(&str, Edit); 9] = [
         ("normalizer NFKC", |v| v["normalizer"] = serde_json::json!({"type": "NFKC"})),
         ("normalizer Lowercase", |v| {
-            v["normalizer"] = serde_json::json!({"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "Lowercase"}]})
+            v["normalizer"] =
+                serde_json::json!({"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "Lowercase"}]})
         }),
         ("another split regex", |v| {
-            v["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = serde_json::json!(r"\p{N}{1,2}|\p{L}+|\s+|[^\s\p{L}\p{N}]+")
+            v["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] =
+                serde_json::json!(r"\p{N}{1,2}|\p{L}+|\s+|[^\s\p{L}\p{N}]+")
         }),
         ("split behavior", |v| v["pre_tokenizer"]["pretokenizers"][0]["behavior"] = serde_json::json!("Removed")),
-        ("byte-level prefix space", |v| v["pre_tokenizer"]["pretokenizers"][1]["add_prefix_space"] = serde_json::json!(true)),
+        ("byte-level prefix space", |v| {
+            v["pre_tokenizer"]["pretokenizers"][1]["add_prefix_space"] = serde_json::json!(true)
+        }),
         ("dropout", |v| v["model"]["dropout"] = serde_json::json!(0.1)),
         ("single_word added token", |v| v["added_tokens"][1]["single_word"] = serde_json::json!(true)),
         ("truncation", |v| {
-            v["truncation"] = serde_json::json!({"direction": "Right", "max_length": 8, "strategy": "LongestFirst", "stride": 0})
+            v["truncation"] =
+                serde_json::json!({"direction": "Right", "max_length": 8, "strategy": "LongestFirst", "stride": 0})
         }),
         ("continuing subword prefix", |v| v["model"]["continuing_subword_prefix"] = serde_json::json!("##")),
     ];

@@ -9,6 +9,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use super::bpe::Merges;
+
 /// FxHash (rustc's): one multiply per 8 bytes; good enough for token ids and short words.
 #[derive(Default, Clone, Copy)]
 pub struct FxHasher {
@@ -66,21 +68,86 @@ pub type FxHashMap<K, V> = HashMap<K, V, FxBuild>;
 /// Words of more bytes than this are not cached (long words rarely repeat).
 pub const MAX_WORD_BYTES: usize = 96;
 /// Entries kept per thread and tokenizer before the cache is emptied.
-pub const MAX_WORDS: usize = 1 << 17;
+pub const MAX_WORDS: usize = 1 << 16;
 /// Tokenizer instances whose caches one thread keeps.
 const MAX_INSTANCES: usize = 4;
 
-#[derive(Default)]
+/// Open addressing over arenas: no allocation per word (a `HashMap<Box<[u8]>, _>` allocated a
+/// key per insert and chased a pointer per probe).
 pub struct WordCache {
-    /// Word bytes → (offset, length) in `ids`.
-    map: FxHashMap<Box<[u8]>, (u32, u32)>,
+    /// Recently looked-up merges (see [`PairCache`]).
+    pub pairs: PairCache,
+    /// Power-of-two table; `len == 0` marks an empty slot (words are never empty).
+    slots: Vec<Slot>,
+    words: usize,
+    keys: Vec<u8>,
     ids: Vec<u32>,
 }
 
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    hash: u32,
+    len: u32,
+    key: u32,
+    ids: u32,
+    n_ids: u32,
+}
+
+const SLOT_BITS: u32 = MAX_WORDS.trailing_zeros() + 1;
+const SLOTS: usize = 1 << SLOT_BITS;
+
+impl Default for WordCache {
+    fn default() -> Self {
+        WordCache {
+            pairs: PairCache::default(),
+            slots: vec![Slot::default(); SLOTS],
+            words: 0,
+            keys: Vec::new(),
+            ids: Vec::new(),
+        }
+    }
+}
+
+#[inline(always)]
+fn hash(word: &[u8]) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(word);
+    h.finish()
+}
+
 impl WordCache {
+    /// The slot holding `word`, or the empty slot where it would go.
+    #[inline(always)]
+    fn find(&self, word: &[u8], h: u64) -> usize {
+        let mask = SLOTS - 1;
+        // Fx mixes the high bits best: they pick the slot, the low ones make the tag.
+        let tag = h as u32;
+        let mut i = (h >> (64 - SLOT_BITS)) as usize;
+        loop {
+            let s = &self.slots[i];
+            if s.len == 0 {
+                return i;
+            }
+            if s.hash == tag
+                && s.len as usize == word.len()
+                && &self.keys[s.key as usize..s.key as usize + word.len()] == word
+            {
+                return i;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
     #[inline]
     pub fn get(&self, word: &[u8]) -> Option<&[u32]> {
-        self.map.get(word).map(|&(start, len)| &self.ids[start as usize..(start + len) as usize])
+        if word.len() > MAX_WORD_BYTES {
+            return None;
+        }
+        let s = &self.slots[self.find(word, hash(word))];
+        if s.len == 0 {
+            return None;
+        }
+        Some(&self.ids[s.ids as usize..(s.ids + s.n_ids) as usize])
     }
 
     #[inline]
@@ -88,13 +155,57 @@ impl WordCache {
         if word.len() > MAX_WORD_BYTES {
             return;
         }
-        if self.map.len() >= MAX_WORDS {
-            self.map.clear();
+        if self.words >= MAX_WORDS {
+            self.slots.iter_mut().for_each(|s| *s = Slot::default());
+            self.words = 0;
+            self.keys.clear();
             self.ids.clear();
         }
-        let start = self.ids.len() as u32;
+        let h = hash(word);
+        let i = self.find(word, h);
+        if self.slots[i].len != 0 {
+            return;
+        }
+        self.slots[i] = Slot {
+            hash: h as u32,
+            len: word.len() as u32,
+            key: self.keys.len() as u32,
+            ids: self.ids.len() as u32,
+            n_ids: ids.len() as u32,
+        };
+        self.keys.extend_from_slice(word);
         self.ids.extend_from_slice(ids);
-        self.map.insert(word.into(), (start, ids.len() as u32));
+        self.words += 1;
+    }
+}
+
+const PAIR_BITS: u32 = 14;
+
+/// A direct-mapped cache of merge-table lookups (256 KiB, stays in L2): the merge table of a
+/// 128k–256k vocabulary is megabytes, and its cache misses were most of the BPE time on
+/// Chinese text, where the same character-level pairs recur.
+pub struct PairCache {
+    slots: Vec<[u64; 2]>,
+}
+
+impl Default for PairCache {
+    fn default() -> Self {
+        PairCache { slots: vec![[u64::MAX, 0]; 1 << PAIR_BITS] }
+    }
+}
+
+impl PairCache {
+    #[inline(always)]
+    pub fn get(&mut self, merges: &Merges, left: u32, right: u32) -> u64 {
+        let key = (left as u64) << 32 | right as u64;
+        let i = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - PAIR_BITS)) as usize;
+        let slot = &mut self.slots[i];
+        if slot[0] == key {
+            return slot[1];
+        }
+        let v = merges.get(left, right);
+        *slot = [key, v];
+        v
     }
 }
 
@@ -121,4 +232,28 @@ pub fn with_cache<R>(instance: u64, f: impl FnOnce(&mut WordCache) -> R) -> R {
         };
         f(&mut caches[pos].1)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_returns_what_was_inserted_and_empties_when_full() {
+        let mut c = WordCache::default();
+        assert_eq!(c.get(b"hello"), None);
+        c.insert(b"hello", &[1, 2]);
+        c.insert(b"hell", &[3]);
+        assert_eq!(c.get(b"hello"), Some(&[1u32, 2][..]));
+        assert_eq!(c.get(b"hell"), Some(&[3u32][..]));
+        assert_eq!(c.get(b"hel"), None);
+        let long = vec![b'x'; MAX_WORD_BYTES + 1];
+        c.insert(&long, &[9]);
+        assert_eq!(c.get(&long), None);
+        for i in 0..MAX_WORDS as u32 {
+            c.insert(format!("w{i}").as_bytes(), &[i]);
+        }
+        assert_eq!(c.get(b"hello"), None, "emptied when full");
+        assert_eq!(c.get(format!("w{}", MAX_WORDS - 1).as_bytes()), Some(&[MAX_WORDS as u32 - 1][..]));
+    }
 }

@@ -24,6 +24,7 @@ mod model;
 mod normalize;
 mod pretokenize;
 mod sentencepiece;
+#[rustfmt::skip]
 mod unicode_data;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -135,7 +136,14 @@ impl FastTokenizer {
     }
 
     /// A non-empty piece of raw text between added tokens.
-    fn encode_piece(&self, raw: &str, at_origin: bool, cache: &mut WordCache, scratch: &mut Vec<u32>, out: &mut Vec<u32>) {
+    fn encode_piece(
+        &self,
+        raw: &str,
+        at_origin: bool,
+        cache: &mut WordCache,
+        scratch: &mut Vec<u32>,
+        out: &mut Vec<u32>,
+    ) {
         let normalized = self.normalizer.apply(raw);
         match &self.normalized_tokens {
             None => self.encode_normalized(&normalized, at_origin, cache, scratch, out),
@@ -148,7 +156,14 @@ impl FastTokenizer {
         }
     }
 
-    fn encode_normalized(&self, s: &str, at_origin: bool, cache: &mut WordCache, scratch: &mut Vec<u32>, out: &mut Vec<u32>) {
+    fn encode_normalized(
+        &self,
+        s: &str,
+        at_origin: bool,
+        cache: &mut WordCache,
+        scratch: &mut Vec<u32>,
+        out: &mut Vec<u32>,
+    ) {
         if s.is_empty() {
             return;
         }
@@ -161,7 +176,7 @@ impl FastTokenizer {
                     out.extend_from_slice(ids);
                 } else {
                     let from = out.len();
-                    self.model.byte_level_word(word, scratch, out);
+                    self.model.byte_level_word(word, &mut cache.pairs, scratch, out);
                     cache.insert(word, &out[from..]);
                 }
             }),
@@ -179,10 +194,9 @@ fn post_processor_keeps_ids(v: &Value) -> bool {
     match v.get("type").and_then(Value::as_str) {
         None => v.is_null(),
         Some("ByteLevel" | "TemplateProcessing" | "RobertaProcessing" | "BertProcessing") => true,
-        Some("Sequence") => v
-            .get("processors")
-            .and_then(Value::as_array)
-            .is_some_and(|ps| ps.iter().all(post_processor_keeps_ids)),
+        Some("Sequence") => {
+            v.get("processors").and_then(Value::as_array).is_some_and(|ps| ps.iter().all(post_processor_keeps_ids))
+        }
         Some(_) => false,
     }
 }

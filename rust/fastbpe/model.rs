@@ -13,7 +13,7 @@
 use serde_json::Value;
 
 use super::bpe::Merges;
-use super::cache::FxHashMap;
+use super::cache::{FxHashMap, PairCache};
 
 pub struct Model {
     /// Token string (raw bytes for byte-level models) → id.
@@ -76,9 +76,10 @@ impl Model {
             by_string.insert(k.as_str(), u32::try_from(v.as_u64()?).ok()?);
         }
 
-        let mut merges = Merges::new();
+        let merges_json = obj.get("merges")?.as_array()?;
+        let mut merges = Merges::with_capacity(merges_json.len());
         let mut concat = String::new();
-        for (rank, pair) in obj.get("merges")?.as_array()?.iter().enumerate() {
+        for (rank, pair) in merges_json.iter().enumerate() {
             let (a, b) = match pair {
                 Value::String(s) => {
                     let mut parts = s.split(' ');
@@ -117,6 +118,7 @@ impl Model {
             for (b, c) in table.iter().enumerate() {
                 byte_ids[b] = *by_string.get(c.to_string().as_str())?;
             }
+            merges.index_byte_pairs(&byte_ids);
         } else {
             for (s, &id) in &by_string {
                 vocab.insert(s.as_bytes().into(), id);
@@ -165,7 +167,7 @@ impl Model {
     }
 
     /// Byte-level: ids of one pre-tokenized word (non-empty), appended to `out`.
-    pub fn byte_level_word(&self, word: &[u8], scratch: &mut Vec<u32>, out: &mut Vec<u32>) {
+    pub fn byte_level_word(&self, word: &[u8], pairs: &mut PairCache, scratch: &mut Vec<u32>, out: &mut Vec<u32>) {
         if word.len() == 1 {
             out.push(self.byte_ids[word[0] as usize]);
             return;
@@ -176,14 +178,13 @@ impl Model {
                 return;
             }
         }
-        scratch.clear();
-        scratch.extend(word.iter().map(|&b| self.byte_ids[b as usize]));
-        self.merges.apply(scratch);
+        let merges = &self.merges;
+        merges.apply_bytes(word, &self.byte_ids, scratch, &mut |a, b| pairs.get(merges, a, b));
         out.extend_from_slice(scratch);
     }
 
     /// SentencePiece-style: ids of one word (non-empty), appended to `out`.
-    pub fn char_level_word(&self, word: &str, scratch: &mut Vec<u32>, out: &mut Vec<u32>) {
+    pub fn char_level_word(&self, word: &str, pairs: &mut PairCache, scratch: &mut Vec<u32>, out: &mut Vec<u32>) {
         if self.ignore_merges {
             if let Some(id) = self.token_id(word.as_bytes()) {
                 out.push(id);
@@ -202,7 +203,9 @@ impl Model {
                     unk_pending = false;
                 }
                 scratch.push(id);
-            } else if let Some(bytes) = self.byte_fallback.as_ref().filter(|t| s.bytes().all(|b| t[b as usize].is_some())) {
+            } else if let Some(bytes) =
+                self.byte_fallback.as_ref().filter(|t| s.bytes().all(|b| t[b as usize].is_some()))
+            {
                 // As in `tokenizers`: byte tokens do not flush a pending unk.
                 scratch.extend(s.bytes().filter_map(|b| bytes[b as usize]));
             } else if self.unk.is_some() {
@@ -215,7 +218,8 @@ impl Model {
         if unk_pending {
             scratch.extend(self.unk);
         }
-        self.merges.apply(scratch);
+        let merges = &self.merges;
+        merges.apply(scratch, &mut |a, b| pairs.get(merges, a, b));
         out.extend_from_slice(scratch);
     }
 }

@@ -63,9 +63,16 @@ impl Normalizer {
     }
 }
 
-/// Quick check, with an ASCII fast path (ASCII text is always NFC).
+/// The Unicode quick check, answered without table lookups for text made only of characters
+/// that are NFC_Quick_Check=Yes with combining class 0 in every version (Latin-1, the common
+/// CJK blocks, fullwidth forms; `inert_ranges_are_inert` checks them against the tables).
 fn is_nfc(s: &str) -> bool {
-    s.is_ascii() || is_nfc_quick(s.chars()) == IsNormalized::Yes
+    s.is_ascii() || s.chars().all(is_inert) || is_nfc_quick(s.chars()) == IsNormalized::Yes
+}
+
+#[inline(always)]
+fn is_inert(c: char) -> bool {
+    matches!(c as u32, 0..=0x2FF | 0x3000..=0x3029 | 0x3041..=0x3096 | 0x30A1..=0x30FA | 0x4E00..=0x9FFF | 0xFF01..=0xFFEF)
 }
 
 fn push_steps(v: &Value, steps: &mut Vec<Step>) -> Option<()> {
@@ -103,6 +110,15 @@ mod tests {
     }
 
     #[test]
+    fn inert_ranges_are_inert() {
+        use unicode_normalization_alignments::char::canonical_combining_class;
+        for c in (0..0x110000u32).filter_map(char::from_u32).filter(|&c| is_inert(c)) {
+            assert_eq!(is_nfc_quick(std::iter::once(c)), IsNormalized::Yes, "U+{:04X}", c as u32);
+            assert_eq!(canonical_combining_class(c), 0, "U+{:04X}", c as u32);
+        }
+    }
+
+    #[test]
     fn sentencepiece_sequence() {
         let v = json!({"type": "Sequence", "normalizers": [
             {"type": "Prepend", "prepend": "\u{2581}"},
@@ -115,7 +131,9 @@ mod tests {
     #[test]
     fn refuses_what_it_does_not_implement() {
         assert!(Normalizer::from_json(&json!({"type": "NFKC"})).is_none());
-        assert!(Normalizer::from_json(&json!({"type": "Replace", "pattern": {"Regex": " +"}, "content": "_"})).is_none());
+        assert!(
+            Normalizer::from_json(&json!({"type": "Replace", "pattern": {"Regex": " +"}, "content": "_"})).is_none()
+        );
         assert!(Normalizer::from_json(&json!({"type": "Sequence", "normalizers": [{"type": "Lowercase"}]})).is_none());
     }
 }

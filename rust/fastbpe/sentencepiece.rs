@@ -105,7 +105,7 @@ pub fn encode_piece(
         return;
     }
     if !segment {
-        model.char_level_word(piece, scratch, out);
+        model.char_level_word(piece, &mut cache.pairs, scratch, out);
         return;
     }
     let mut start = 0;
@@ -127,6 +127,6 @@ fn encode_segment(model: &Model, seg: &str, cache: &mut WordCache, scratch: &mut
         return;
     }
     let from = out.len();
-    model.char_level_word(seg, scratch, out);
+    model.char_level_word(seg, &mut cache.pairs, scratch, out);
     cache.insert(seg.as_bytes(), &out[from..]);
 }

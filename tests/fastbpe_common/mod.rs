@@ -51,10 +51,13 @@ pub fn corpora() -> Vec<(String, Vec<String>)> {
         .filter_map(|n| n.strip_suffix(".jsonl.gz").map(str::to_string))
         .collect();
     names.sort();
-    names.into_iter().map(|n| {
-        let lines = corpus_lines(&n);
-        (n, lines)
-    }).collect()
+    names
+        .into_iter()
+        .map(|n| {
+            let lines = corpus_lines(&n);
+            (n, lines)
+        })
+        .collect()
 }
 
 pub fn corpus_lines(name: &str) -> Vec<String> {
