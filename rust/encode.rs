@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use tokenizers::Tokenizer;
 
+use crate::fastbpe::FastTokenizer;
+
 use crate::error::{Error, Result};
 use crate::schema::{parse_record, Conversation, Reject, RejectReason, SchemaOptions};
 use crate::template::{sha256_hex, Span, SpecialTokens, Template, TemplateInfo};
@@ -78,6 +80,8 @@ pub struct TokenizerInfo {
 
 pub struct Encoder {
     tokenizer: Tokenizer,
+    /// The exact fast BPE (`fastbpe`), when it supports this tokenizer and passed the self-check.
+    fast: Option<FastTokenizer>,
     offsets: OffsetSource,
     template: Template,
     schema: SchemaOptions,
@@ -100,6 +104,10 @@ impl Encoder {
         let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
         let tokenizer = load_tokenizer(&bytes, &file)?;
         let offsets = OffsetSource::detect(&bytes, &tokenizer);
+        let fast = match offsets {
+            OffsetSource::ByteLengths { .. } => fast_tokenizer(&bytes, &tokenizer),
+            OffsetSource::Tokenizer => None,
+        };
         let config = read_config(&dir)?;
         let token = |name: &str| config.as_ref().and_then(|c| token_string(c.get(name)));
         let named: Vec<(String, String)> = ["bos_token", "eos_token", "unk_token", "pad_token"]
@@ -127,7 +135,7 @@ impl Encoder {
             eos_token: token("eos_token"),
             pad_token: token("pad_token"),
         };
-        Ok(Encoder { tokenizer, offsets, template, schema, options, special_ids, tokenizer_info, template_info })
+        Ok(Encoder { tokenizer, fast, offsets, template, schema, options, special_ids, tokenizer_info, template_info })
     }
 
     pub fn options(&self) -> &EncodeOptions {
@@ -198,8 +206,10 @@ impl Encoder {
         if let OffsetSource::ByteLengths { lengths, nfc } = &self.offsets {
             let unchanged = !nfc || text.is_ascii() || unicode_normalization::is_nfc_quick(text.chars()) == unicode_normalization::IsNormalized::Yes;
             if unchanged {
-                let encoding = self.tokenizer.encode_fast(text, false).map_err(failed)?;
-                let ids = encoding.get_ids().to_vec();
+                let ids = match &self.fast {
+                    Some(fast) => fast.encode(text),
+                    None => self.tokenizer.encode_fast(text, false).map_err(failed)?.get_ids().to_vec(),
+                };
                 let mut offsets = Vec::with_capacity(ids.len());
                 let mut at = 0usize;
                 for &id in &ids {
@@ -243,6 +253,28 @@ impl Encoder {
         }
         mask
     }
+}
+
+/// The fast BPE for this `tokenizer.json`, if it supports it and agrees with the `tokenizers`
+/// crate on a probe set of texts (chat markup, mixed scripts, whitespace runs, digits, emoji,
+/// special-token look-alikes). `FASTSFT_TOKENIZER=reference` turns it off.
+fn fast_tokenizer(json: &[u8], reference: &Tokenizer) -> Option<FastTokenizer> {
+    if std::env::var("FASTSFT_TOKENIZER").is_ok_and(|v| v == "reference") {
+        return None;
+    }
+    let fast = FastTokenizer::from_tokenizer_json(json)?;
+    let probes = [
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n請翻譯:今天天氣真好<|im_end|>\n<|im_start|>assistant\n",
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHello, who are you?<|eot_id|>",
+        "  leading   and trailing spaces \t\t\n\n\n  \r\n x",
+        "Numbers 1234567 3.14159 and 10,000,000; it's they'RE we'll I'd",
+        "emoji 😀👩‍💻🇫🇷 mixed русский 日本語 한국어 العربية e\u{301} café",
+        "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": [1, 2]}}",
+        "<|im_start <|im_end|>x <|endoftext|><|endoftext|> </s> <s>[INST]",
+        "\u{1f}\u{1c}\u{a0}\u{3000}\u{2028} odd whitespace",
+    ];
+    let same = probes.iter().all(|text| reference.encode(*text, false).is_ok_and(|e| e.get_ids() == fast.encode(text).as_slice()));
+    same.then_some(fast)
 }
 
 /// Where token offsets come from (see [`Encoder::tokenize`]).

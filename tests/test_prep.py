@@ -245,3 +245,15 @@ def test_field_mapping_gives_the_same_arrays_as_the_original_layout(tmp_path):
 def test_forced_format_that_does_not_fit_says_which_fits(tmp_path):
     with pytest.raises(fastsft.FastSFTError, match="looks like an alpaca record: try --format alpaca"):
         fastsft.prep([CORPORA / "llamafactory_identity.jsonl.gz"], QWEN, tmp_path / "out", format="sharegpt")
+
+
+@pytest.mark.parametrize("family", ["qwen2.5", "llama3.1"])
+def test_fast_tokenizer_gives_the_same_bytes_as_the_tokenizers_crate(tmp_path, monkeypatch, family):
+    """The exact fast BPE (rust/fastbpe) against the `tokenizers` crate, end to end."""
+    tokenizer = REPO / "assets/tokenizers" / family
+    inputs = [CORPORA / "medicalgpt_sharegpt_zh_1k.jsonl.gz", CORPORA / "llamafactory_glaive_toolcall_zh_demo.jsonl.gz"]
+    fastsft.prep(inputs, tokenizer, tmp_path / "fast")
+    monkeypatch.setenv("FASTSFT_TOKENIZER", "reference")
+    fastsft.prep(inputs, tokenizer, tmp_path / "reference")
+    for name in DETERMINISTIC_FILES:
+        assert sha256(tmp_path / "fast" / name) == sha256(tmp_path / "reference" / name), name
