@@ -177,7 +177,7 @@ def test_encode_batch_agrees_with_encode(batch, threads):
             assert (out["reject"][i], out["reject_detail"][i], out["input_ids"][i]) == (one["reject"], one["detail"], [])
         else:
             assert out["reject"][i] is None
-            assert (out["input_ids"][i], out["loss_mask"][i]) == (one["input_ids"], one["loss_mask"])
+            assert (out["input_ids"][i], out["loss_mask"][i]) == (one["input_ids"], list(one["loss_mask"]))
             assert out["labels"][i] == [t if m else -100 for t, m in zip(one["input_ids"], one["loss_mask"])]
 
 
