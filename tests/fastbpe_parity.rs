@@ -211,6 +211,35 @@ proptest! {
     }
 }
 
+/// One tokenizer shared by many threads (per-thread caches, no locks) gives every thread the
+/// ids one thread gets.
+#[test]
+fn concurrent_threads_get_the_same_ids() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<FastTokenizer>();
+    let texts: Vec<String> = corpora().into_iter().flat_map(|(_, lines)| lines.into_iter().step_by(25)).collect();
+    for pair in PAIRS.iter().filter(|p| ["qwen2.5", "llama3.1", "mistral-7b-instruct-v0.3"].contains(&p.family)) {
+        let want: Vec<Vec<u32>> = texts.iter().map(|t| reference_ids(&pair.reference, t)).collect();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|k| {
+                    let (texts, fast) = (&texts, &pair.fast);
+                    // Each thread starts at a different text, so caches fill in different orders.
+                    scope.spawn(move || {
+                        let n = texts.len();
+                        (0..n).map(|i| (k * n / 4 + i) % n).map(|i| (i, fast.encode(&texts[i]))).collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in handles {
+                for (i, ids) in h.join().expect("thread") {
+                    assert_eq!(ids, want[i], "{}: text {i}", pair.family);
+                }
+            }
+        });
+    }
+}
+
 /// Each edit makes the file use something fastbpe does not implement: it must refuse it.
 #[test]
 fn unsupported_components_are_refused() {

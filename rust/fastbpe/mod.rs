@@ -8,7 +8,13 @@
 //! hand-written equivalent of the split regex (`pretokenize`, byte-level) or turned into one
 //! `▁`-piece (`sentencepiece`), and each word goes through BPE (`model`, `bpe`) behind a
 //! per-thread word cache (`cache`). What makes it faster: no regex engine, no offset bookkeeping,
-//! no per-token strings, NFC only for text that is not already NFC.
+//! no per-token strings, NFC only for text that is not already NFC, merge lookups in a compact
+//! table behind a per-thread pair cache (`bpe`, `cache`), a trie for added tokens.
+//!
+//! Exactness is tested against the `tokenizers` crate: every code point through the split
+//! patterns and classes, the shipped corpora, fuzzed text (`tests/fastbpe_parity.rs`), and the
+//! full corpora for every shipped tokenizer (`cargo run --release --example fastbpe_parity`).
+//! Speed: `cargo run --release --example tokenizer_speed` (results in `benches/fastbpe.md`).
 //!
 //! Supported: `model` BPE (no dropout, no subword prefix/suffix), normalizer null / NFC /
 //! `Prepend` / literal `Replace` / `Sequence` of these; pre-tokenizer `Sequence[Split(Qwen or
@@ -26,6 +32,7 @@ mod pretokenize;
 mod sentencepiece;
 #[rustfmt::skip]
 mod unicode_data;
+mod vocab;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -14,10 +14,13 @@ use serde_json::Value;
 
 use super::bpe::Merges;
 use super::cache::{FxHashMap, PairCache};
+use super::vocab::Vocab;
 
 pub struct Model {
     /// Token string (raw bytes for byte-level models) → id.
-    pub vocab: FxHashMap<Box<[u8]>, u32>,
+    vocab: Vocab,
+    /// SentencePiece: id of each BMP character that is a token (`u32::MAX` if none).
+    char_ids: Vec<u32>,
     /// Entries in the JSON vocabulary (its `len()` numbers new added tokens).
     pub vocab_len: usize,
     pub merges: Merges,
@@ -99,8 +102,8 @@ impl Model {
             merges.insert(ia, ib, u32::try_from(rank).ok()?, im);
         }
 
-        let mut vocab: FxHashMap<Box<[u8]>, u32> = FxHashMap::default();
-        vocab.reserve(by_string.len());
+        let mut vocab = Vocab::with_capacity(by_string.len());
+        let mut char_ids = Vec::new();
         let mut byte_ids = [u32::MAX; 256];
         if byte_level {
             let table = byte_to_char();
@@ -112,7 +115,7 @@ impl Model {
                 // Entries with chars outside the byte alphabet can never match a mapped word.
                 let bytes: Option<Vec<u8>> = s.chars().map(|c| char_to_byte.get(&c).copied()).collect();
                 if let Some(bytes) = bytes {
-                    vocab.insert(bytes.into_boxed_slice(), id);
+                    vocab.insert(&bytes, id);
                 }
             }
             for (b, c) in table.iter().enumerate() {
@@ -120,8 +123,15 @@ impl Model {
             }
             merges.index_byte_pairs(&byte_ids);
         } else {
+            char_ids = vec![u32::MAX; 0x10000];
             for (s, &id) in &by_string {
-                vocab.insert(s.as_bytes().into(), id);
+                vocab.insert(s.as_bytes(), id);
+                let mut chars = s.chars();
+                if let (Some(c), None) = (chars.next(), chars.next()) {
+                    if (c as u32) < 0x10000 {
+                        char_ids[c as usize] = id;
+                    }
+                }
             }
         }
 
@@ -141,6 +151,7 @@ impl Model {
         Some(Model {
             vocab_len: by_string.len(),
             vocab,
+            char_ids,
             merges,
             ignore_merges: flag("ignore_merges"),
             byte_ids,
@@ -153,7 +164,7 @@ impl Model {
 
     #[inline]
     pub fn token_id(&self, bytes: &[u8]) -> Option<u32> {
-        self.vocab.get(bytes).copied()
+        self.vocab.get(bytes)
     }
 
     /// Id of a token written as in the JSON vocabulary (byte-level: in mapped characters).
@@ -197,7 +208,11 @@ impl Model {
         let mut buf = [0u8; 4];
         for c in word.chars() {
             let s = c.encode_utf8(&mut buf);
-            if let Some(id) = self.token_id(s.as_bytes()) {
+            let id = match self.char_ids.get(c as usize) {
+                Some(&id) => (id != u32::MAX).then_some(id),
+                None => self.token_id(s.as_bytes()),
+            };
+            if let Some(id) = id {
                 if unk_pending {
                     scratch.extend(self.unk);
                     unk_pending = false;

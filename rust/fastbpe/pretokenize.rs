@@ -58,7 +58,7 @@ fn at(s: &str, i: usize) -> (char, u8, usize) {
         let c = b as char;
         return (c, class(c), 1);
     }
-    // SAFETY-free slow path: `i` is always a char boundary here.
+    // `i` is always a char boundary here.
     let c = s[i..].chars().next().unwrap_or('\u{FFFD}');
     (c, class(c), c.len_utf8())
 }
@@ -219,7 +219,7 @@ fn split_gpt2(s: &str, mut word: impl FnMut(usize, usize)) {
     let n = s.len();
     let mut i = 0;
     while i < n {
-        let (c, cl, len) = at(s, i);
+        let (c, cl, _) = at(s, i);
         // ` ?X+` for X in L, N, other: the optional space takes the class of what follows.
         let (start_class, body) = if c == ' ' {
             match class_at(s, i + 1) {
@@ -240,7 +240,6 @@ fn split_gpt2(s: &str, mut word: impl FnMut(usize, usize)) {
         } else {
             whitespace_word(s, i, false)
         };
-        let _ = len;
         word(i, end);
         i = end;
     }
