@@ -14,7 +14,7 @@ use crate::fastbpe::FastTokenizer;
 
 use crate::error::{Error, Result};
 use crate::schema::{parse_record, Conversation, Reject, RejectReason, SchemaOptions};
-use crate::template::{sha256_hex, Span, SpecialTokens, Template, TemplateInfo};
+use crate::template::{sha256_hex, HistoryTurns, ReasoningPolicy, Rendered, Span, SpecialTokens, SplitTurns, Template, TemplateInfo, TemplateOptions, TurnOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Truncation {
@@ -42,6 +42,14 @@ pub struct EncodeOptions {
     /// Records larger than this are rejected unread: tokenizing takes ~100 bytes of memory per
     /// byte of text, so one 50 MB record would need GBs.
     pub max_record_bytes: usize,
+    /// What becomes of assistant reasoning (`--reasoning train|mask|drop`).
+    pub reasoning: ReasoningPolicy,
+    /// When a conversation becomes one sample per trained turn (`--split-turns`).
+    pub split_turns: SplitTurns,
+    /// Earlier assistant turns as the template renders them or as written (`--history`).
+    pub history: HistoryTurns,
+    /// Template keyword arguments (`--template-arg`) and the pinned date (`--date`).
+    pub template: TemplateOptions,
 }
 
 /// 4 MiB of JSON: about a million tokens, far beyond any SFT sample, ~0.5 GB to tokenize.
@@ -56,6 +64,10 @@ impl Default for EncodeOptions {
             train_eot: true,
             train_on_prompt: false,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            reasoning: ReasoningPolicy::Train,
+            split_turns: SplitTurns::Auto,
+            history: HistoryTurns::Template,
+            template: TemplateOptions::default(),
         }
     }
 }
@@ -65,6 +77,8 @@ pub struct Encoded {
     pub ids: Vec<u32>,
     pub mask: Vec<u8>,
     pub truncated: bool,
+    /// For a per-turn sample (`--split-turns`): the index of its assistant message.
+    pub turn: Option<u32>,
 }
 
 /// What the manifest records of the tokenizer.
@@ -126,7 +140,7 @@ impl Encoder {
             }
         }
         special.sort();
-        let (template, template_info) = Template::load(template, &dir, SpecialTokens { named, special })?;
+        let (template, template_info) = Template::load(template, &dir, SpecialTokens { named, special }, &options.template)?;
         let tokenizer_info = TokenizerInfo {
             path: file.display().to_string(),
             sha256: sha256_hex(&bytes),
@@ -150,8 +164,24 @@ impl Encoder {
         &self.template
     }
 
-    /// Raw JSON record → ids and mask, or the reason it cannot be trained on.
-    pub fn encode_record(&self, bytes: &[u8]) -> std::result::Result<Encoded, Reject> {
+    /// Raw JSON record → its samples (one, or one per trained turn), or the reason it cannot
+    /// be trained on. A panic anywhere on the way (third-party crates included) becomes an
+    /// `internal_error` reject of this record, never an aborted run.
+    pub fn encode_record(&self, bytes: &[u8]) -> std::result::Result<Vec<Encoded>, Reject> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.encode_record_unguarded(bytes))) {
+            Ok(outcome) => outcome,
+            Err(payload) => {
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(Reject::new(RejectReason::InternalError, format!("fastsft failed on this record ({what}); please report it")))
+            }
+        }
+    }
+
+    fn encode_record_unguarded(&self, bytes: &[u8]) -> std::result::Result<Vec<Encoded>, Reject> {
         if bytes.len() > self.options.max_record_bytes {
             return Err(Reject::new(
                 RejectReason::TooLong,
@@ -162,19 +192,58 @@ impl Encoder {
                 ),
             ));
         }
+        if let Some(trigger) = forged_panic_trigger() {
+            if memchr::memmem::find(bytes, trigger.as_bytes()).is_some() {
+                panic!("forged panic for tests (FASTSFT_TEST_FORGE_PANIC)");
+            }
+        }
         let conversation = parse_record(bytes, &self.schema)?;
         self.encode_conversation(&conversation)
     }
 
-    pub fn encode_conversation(&self, conversation: &Conversation) -> std::result::Result<Encoded, Reject> {
-        let rendered = self.template.render(conversation)?;
-        let (mut ids, offsets) = self.tokenize(&rendered.text)?;
-        let spans = self.trained_spans(conversation, &rendered.spans);
+    pub fn turn_options(&self) -> TurnOptions {
+        TurnOptions {
+            reasoning: self.options.reasoning,
+            split: self.options.split_turns,
+            history: self.options.history,
+            last_only: self.options.train_on == TrainOn::Last,
+        }
+    }
+
+    pub fn encode_conversation(&self, conversation: &Conversation) -> std::result::Result<Vec<Encoded>, Reject> {
+        let samples = self.template.render(conversation, &self.turn_options())?;
+        samples.iter().map(|rendered| self.encode_rendered(conversation, rendered)).collect()
+    }
+
+    fn encode_rendered(&self, conversation: &Conversation, rendered: &Rendered) -> std::result::Result<Encoded, Reject> {
+        let (mut ids, offsets) = match rendered.split {
+            None => self.tokenize(&rendered.text)?,
+            // The prompt alone, as `apply_chat_template(add_generation_prompt=True)` gives it to
+            // the model, then the completion the model generates.
+            Some((prompt_len, _)) => {
+                let (mut ids, mut offsets) = self.tokenize(&rendered.text[..prompt_len])?;
+                let (more_ids, more_offsets) = self.tokenize(&rendered.text[prompt_len..])?;
+                ids.extend(more_ids);
+                offsets.extend(more_offsets.into_iter().map(|(a, b)| (a + prompt_len, b + prompt_len)));
+                (ids, offsets)
+            }
+        };
+        let (spans, untrained) = self.trained_spans(conversation, rendered);
         let mut mask = if self.options.train_on_prompt {
             vec![1u8; ids.len()]
         } else {
             self.mask_from_offsets(&ids, &offsets, &spans)
         };
+        // `--reasoning mask`: no token that holds any of a reasoning block trains, even one that
+        // also holds the answer's first bytes (a tokenizer without a `</think>` token merges
+        // `>` with the newlines after it).
+        for &(start, end) in &untrained {
+            for (m, &(a, b)) in mask.iter_mut().zip(&offsets) {
+                if a < end && b > start {
+                    *m = 0;
+                }
+            }
+        }
         let mut truncated = false;
         if let Some(max_len) = self.options.max_len {
             if ids.len() > max_len {
@@ -194,7 +263,7 @@ impl Encoder {
             };
             return Err(Reject::new(RejectReason::NoTrainedTokens, detail));
         }
-        Ok(Encoded { ids, mask, truncated })
+        Ok(Encoded { ids, mask, truncated, turn: rendered.split.map(|(_, turn)| turn as u32) })
     }
 
     /// Ids and byte offsets of the whole text. For byte-level BPE the offsets are the running sum
@@ -202,7 +271,7 @@ impl Encoder {
     /// tracking reports (Llama 3's zero-width offsets, trimmed whitespace), and `encode_fast`
     /// skips the offset bookkeeping. Anything else uses the tokenizer's own offsets.
     fn tokenize(&self, text: &str) -> std::result::Result<(Vec<u32>, Vec<(usize, usize)>), Reject> {
-        let failed = |e: tokenizers::Error| Reject::new(RejectReason::TemplateError, format!("tokenizer failed: {e}"));
+        let failed = |e: tokenizers::Error| Reject::new(RejectReason::TokenizerError, format!("tokenizer failed: {e}"));
         if let OffsetSource::ByteLengths { lengths, nfc } = &self.offsets {
             let unchanged = !nfc || text.is_ascii() || unicode_normalization::is_nfc_quick(text.chars()) == unicode_normalization::IsNormalized::Yes;
             if unchanged {
@@ -226,17 +295,30 @@ impl Encoder {
         Ok((encoding.get_ids().to_vec(), encoding.get_offsets().to_vec()))
     }
 
-    /// The spans that train under the options: per-message flags, last turn only, and whether the
-    /// end-of-turn marker is included.
-    fn trained_spans(&self, conversation: &Conversation, spans: &[Span]) -> Vec<(usize, usize)> {
-        let last = spans.iter().map(|s| s.message).max();
-        spans
-            .iter()
-            .filter(|s| conversation.messages[s.message].train != Some(false))
-            .filter(|s| self.options.train_on == TrainOn::All || Some(s.message) == last)
-            .map(|s| (s.start, if self.options.train_eot { s.end } else { s.eot_start }))
-            .filter(|(start, end)| start < end)
-            .collect()
+    /// The byte ranges that train under the options (per-message flags, last turn only, whether
+    /// the end-of-turn marker is included), and the reasoning blocks that must not train under
+    /// `--reasoning mask`.
+    fn trained_spans(&self, conversation: &Conversation, rendered: &Rendered) -> (ByteRanges, ByteRanges) {
+        let trained = crate::template::trained_turns(conversation, self.options.train_on == TrainOn::Last);
+        let mut ranges = Vec::new();
+        let mut untrained = Vec::new();
+        for span in rendered.spans.iter().filter(|s: &&Span| trained.contains(&s.message)) {
+            let end = if self.options.train_eot { span.end } else { span.eot_start };
+            let masked = match self.options.reasoning {
+                ReasoningPolicy::Mask => crate::template::reasoning::block_in_span(&rendered.text, span.start, span.eot_start),
+                _ => None,
+            };
+            match masked {
+                Some((block_start, block_end)) => {
+                    ranges.push((span.start, block_start));
+                    ranges.push((block_end, end));
+                    untrained.push((block_start, block_end));
+                }
+                None => ranges.push((span.start, end)),
+            }
+        }
+        ranges.retain(|(start, end)| start < end);
+        (ranges, untrained)
     }
 
     fn mask_from_offsets(&self, ids: &[u32], offsets: &[(usize, usize)], spans: &[(usize, usize)]) -> Vec<u8> {
@@ -275,6 +357,16 @@ fn fast_tokenizer(json: &[u8], reference: &Tokenizer) -> Option<FastTokenizer> {
     ];
     let same = probes.iter().all(|text| reference.encode(*text, false).is_ok_and(|e| e.get_ids() == fast.encode(text).as_slice()));
     same.then_some(fast)
+}
+
+/// `[start, end)` byte ranges of a rendered text.
+type ByteRanges = Vec<(usize, usize)>;
+
+/// Test hook: records containing the text in `FASTSFT_TEST_FORGE_PANIC` panic inside the
+/// encoder, so tests can prove a panic becomes a counted reject. Read once per process.
+fn forged_panic_trigger() -> Option<&'static str> {
+    static TRIGGER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    TRIGGER.get_or_init(|| std::env::var("FASTSFT_TEST_FORGE_PANIC").ok().filter(|t| !t.is_empty())).as_deref()
 }
 
 /// Where token offsets come from (see [`Encoder::tokenize`]).

@@ -4,9 +4,12 @@
 //! sample lengths for training. Pure Rust: only `py.rs` (behind the `python` feature) knows pyo3,
 //! so `cargo test` needs no Python.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod columnar;
 pub mod encode;
 pub mod error;
+pub mod exact_json;
 pub mod fastbpe;
 pub mod pack;
 pub mod pipeline;

@@ -20,7 +20,9 @@ use crate::source::{RawRecord, Shard, Source};
 use crate::template::sha256_hex;
 use crate::writer::{write_file, NpyWriter, OutputDir};
 
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: `turns.npy` (the assistant message of a per-turn sample, -1 for a whole conversation);
+/// readers still accept version 1, which has no such file.
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone)]
 pub struct PrepConfig {
@@ -71,9 +73,15 @@ const CHUNK_BYTES: usize = 64 << 20;
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Counts {
+    /// Records read, written (as one sample or several) and rejected: `read = written + rejected`.
     pub read: u64,
     pub written: u64,
     pub rejected: u64,
+    /// Samples written: `written` plus the extra samples of records split into turns.
+    pub samples: u64,
+    /// Records split into one sample per trained turn (`--split-turns`), and the samples they gave.
+    pub split_records: u64,
+    pub split_samples: u64,
     pub rejected_by_reason: BTreeMap<String, u64>,
     pub truncated: u64,
     pub tokens: u64,
@@ -93,13 +101,14 @@ pub struct Summary {
     pub output: PathBuf,
 }
 
-type Outcome = std::result::Result<Encoded, Reject>;
+type Outcome = std::result::Result<Vec<Encoded>, Reject>;
 
 struct DatasetFiles {
     ids: NpyWriter,
     mask: NpyWriter,
     offsets: NpyWriter,
     origin: NpyWriter,
+    turns: NpyWriter,
     rejects: BufWriter<std::fs::File>,
     rejects_path: PathBuf,
 }
@@ -152,6 +161,7 @@ fn write_dataset(
         mask: NpyWriter::create(out.file("loss_mask.npy"), "|u1", 1, None)?,
         offsets: NpyWriter::create(out.file("offsets.npy"), "<i8", 8, None)?,
         origin: NpyWriter::create(out.file("origin.npy"), "<i8", 8, Some(2))?,
+        turns: NpyWriter::create(out.file("turns.npy"), "<i8", 8, None)?,
         rejects: BufWriter::new(rejects_file),
         rejects_path,
     };
@@ -186,15 +196,18 @@ fn write_dataset(
         current = next;
     }
     progress.finish(&counts, started);
-    check_rejects(config, &counts)?;
 
-    let DatasetFiles { ids, mask, offsets, origin, mut rejects, rejects_path } = files;
+    let DatasetFiles { ids, mask, offsets, origin, turns, mut rejects, rejects_path } = files;
+    rejects.flush().map_err(|e| Error::io(&rejects_path, e))?;
+    rejects.into_inner().map_err(|e| Error::io(&rejects_path, e.into_error()))?.sync_all().map_err(|e| Error::io(&rejects_path, e))?;
+    if let Err(error) = check_rejects(config, &counts) {
+        return Err(keep_rejects(config, &rejects_path, error));
+    }
     ids.finish()?;
     mask.finish()?;
     offsets.finish()?;
     origin.finish()?;
-    rejects.flush().map_err(|e| Error::io(&rejects_path, e))?;
-    rejects.into_inner().map_err(|e| Error::io(&rejects_path, e.into_error()))?.sync_all().map_err(|e| Error::io(&rejects_path, e))?;
+    turns.finish()?;
 
     if should_stop() {
         return Err(Error::Interrupted);
@@ -225,16 +238,24 @@ fn write_chunk(
     for (record, outcome) in records.iter().zip(outcomes) {
         counts.read += 1;
         match outcome {
-            Ok(encoded) => {
+            Ok(samples) => {
                 counts.written += 1;
-                counts.truncated += u64::from(encoded.truncated);
-                counts.tokens += encoded.ids.len() as u64;
-                counts.trained_tokens += encoded.mask.iter().map(|&m| m as u64).sum::<u64>();
-                offset += encoded.ids.len() as i64;
-                files.ids.write_ids(&encoded.ids)?;
-                files.mask.write_u8(&encoded.mask)?;
-                files.offsets.write_i64(&[offset])?;
-                files.origin.write_i64(&[record.file as i64, record.line as i64])?;
+                if samples.iter().any(|s| s.turn.is_some()) {
+                    counts.split_records += 1;
+                    counts.split_samples += samples.len() as u64;
+                }
+                for encoded in samples {
+                    counts.samples += 1;
+                    counts.truncated += u64::from(encoded.truncated);
+                    counts.tokens += encoded.ids.len() as u64;
+                    counts.trained_tokens += encoded.mask.iter().map(|&m| m as u64).sum::<u64>();
+                    offset += encoded.ids.len() as i64;
+                    files.ids.write_ids(&encoded.ids)?;
+                    files.mask.write_u8(&encoded.mask)?;
+                    files.offsets.write_i64(&[offset])?;
+                    files.origin.write_i64(&[record.file as i64, record.line as i64])?;
+                    files.turns.write_i64(&[encoded.turn.map_or(-1, i64::from)])?;
+                }
             }
             Err(reject) => {
                 let file = source.paths()[record.file as usize].display().to_string();
@@ -253,6 +274,19 @@ fn write_chunk(
         }
     }
     Ok(())
+}
+
+/// A failed run keeps its `rejects.jsonl` beside the output (`OUT.rejects.jsonl`), so the user
+/// can see why, and names it in the error.
+fn keep_rejects(config: &PrepConfig, rejects_path: &std::path::Path, error: Error) -> Error {
+    let Error::TooManyRejects { detail } = error else { return error };
+    let mut name = config.output.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".rejects.jsonl");
+    let kept = config.output.with_file_name(name);
+    match std::fs::copy(rejects_path, &kept) {
+        Ok(_) => Error::TooManyRejects { detail: format!("{detail}; every reject is listed in {}", kept.display()) },
+        Err(e) => Error::TooManyRejects { detail: format!("{detail}; (the rejects could not be kept in {}: {e})", kept.display()) },
+    }
 }
 
 /// A run where (nearly) everything is rejected is a mistake to report, not a dataset to keep.
@@ -297,7 +331,7 @@ fn manifest(config: &PrepConfig, encoder: &Encoder, source: &Source, counts: &Co
     serde_json::json!({
         "format_version": FORMAT_VERSION,
         "fastsft_version": env!("CARGO_PKG_VERSION"),
-        "num_samples": counts.written,
+        "num_samples": counts.samples,
         "num_tokens": counts.tokens,
         "num_trained_tokens": counts.trained_tokens,
         "input_ids_dtype": if ids_descr == "<u2" { "uint16" } else { "uint32" },
@@ -369,6 +403,9 @@ fn completed_shard(config: &PrepConfig, encoder: &Encoder) -> Result<Option<Summ
         read: number("read"),
         written: number("written"),
         rejected: number("rejected"),
+        samples: counts.get("samples").and_then(|v| v.as_u64()).unwrap_or(number("written")),
+        split_records: number("split_records"),
+        split_samples: number("split_samples"),
         rejected_by_reason,
         truncated: number("truncated"),
         tokens: number("tokens"),
@@ -393,6 +430,11 @@ fn options_json(config: &PrepConfig) -> serde_json::Value {
         "train_eot": e.train_eot,
         "train_on_prompt": e.train_on_prompt,
         "max_record_bytes": e.max_record_bytes,
+        "reasoning": e.reasoning.name(),
+        "split_turns": e.split_turns.name(),
+        "history": e.history.name(),
+        "template_args": e.template.kwargs.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<serde_json::Map<String, serde_json::Value>>(),
+        "date": e.template.date,
     })
 }
 

@@ -16,6 +16,7 @@ use crate::pack::pack_best_fit_decreasing;
 use crate::pipeline::{run, PrepConfig, DEFAULT_CHUNK_SIZE};
 use crate::schema::{parse_record, FieldNames, Format, SchemaOptions};
 use crate::source::Shard;
+use crate::template::{HistoryTurns, ReasoningPolicy, SplitTurns, TemplateOptions};
 
 create_exception!(fastsft, FastSFTError, PyValueError, "A fastsft run or input could not be processed.");
 
@@ -63,6 +64,46 @@ fn schema_options(format: Option<&str>, role_map: Option<HashMap<String, String>
     Ok(SchemaOptions { format, role_map: role_map.unwrap_or_default(), fields: names })
 }
 
+/// The reasoning, per-turn and template-argument options shared by every entry point.
+#[derive(FromPyObject, Default)]
+struct TurnArgs {
+    reasoning: Option<String>,
+    split_turns: Option<String>,
+    history: Option<String>,
+    /// `{name: JSON text}`, as `--template-arg name=JSON` gives them.
+    template_args: Option<Vec<(String, String)>>,
+    date: Option<String>,
+}
+
+fn apply_turn_args(options: &mut EncodeOptions, args: TurnArgs) -> PyResult<()> {
+    if let Some(name) = args.reasoning.as_deref() {
+        options.reasoning = ReasoningPolicy::parse(name)
+            .ok_or_else(|| FastSFTError::new_err(format!("--reasoning {name:?}: expected one of train, mask, drop")))?;
+    }
+    if let Some(name) = args.split_turns.as_deref() {
+        options.split_turns = SplitTurns::parse(name)
+            .ok_or_else(|| FastSFTError::new_err(format!("--split-turns {name:?}: expected one of never, auto, always")))?;
+    }
+    if let Some(name) = args.history.as_deref() {
+        options.history = HistoryTurns::parse(name)
+            .ok_or_else(|| FastSFTError::new_err(format!("--history {name:?}: expected one of template, as-written")))?;
+    }
+    let mut kwargs = Vec::new();
+    for (name, text) in args.template_args.unwrap_or_default() {
+        let value = crate::exact_json::parse_str(&text)
+            .map_err(|e| FastSFTError::new_err(format!("--template-arg {name}={text}: the value is not JSON ({e}); quote strings as JSON, e.g. {name}='\"text\"'")))?;
+        kwargs.push((name, value));
+    }
+    if let Some(date) = &args.date {
+        if crate::template::parse_date(date).is_none() {
+            return Err(FastSFTError::new_err(format!("--date {date:?}: expected a day as YYYY-MM-DD")));
+        }
+    }
+    options.template = TemplateOptions { kwargs, date: args.date };
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 fn encode_options(
     max_len: Option<usize>,
     truncation: &str,
@@ -70,18 +111,22 @@ fn encode_options(
     train_eot: bool,
     train_on_prompt: bool,
     max_record_bytes: Option<usize>,
+    turns: TurnArgs,
 ) -> PyResult<EncodeOptions> {
     if max_len == Some(0) {
         return Err(FastSFTError::new_err("--max-len must be positive"));
     }
-    Ok(EncodeOptions {
+    let mut options = EncodeOptions {
         max_len,
         truncation: parse_choice(truncation, "--truncation", &[("right", Truncation::Right), ("drop", Truncation::Drop)])?,
         train_on: parse_choice(train_on, "--train-on", &[("all", TrainOn::All), ("last", TrainOn::Last)])?,
         train_eot,
         train_on_prompt,
         max_record_bytes: max_record_bytes.unwrap_or(crate::encode::DEFAULT_MAX_RECORD_BYTES),
-    })
+        ..EncodeOptions::default()
+    };
+    apply_turn_args(&mut options, turns)?;
+    Ok(options)
 }
 
 /// Runs the whole pipeline; returns the summary as a dict.
@@ -89,7 +134,7 @@ fn encode_options(
 #[pyo3(signature = (inputs, tokenizer, output, *, template=None, format=None, role_map=None, fields=None, max_len=None,
     truncation="right", train_on="all", train_eot=true, train_on_prompt=false, threads=0, chunk_size=None,
     overwrite=false, progress=false, strict=false, max_reject_fraction=None, num_shards=1, shard_index=0,
-    max_record_bytes=None))]
+    max_record_bytes=None, reasoning=None, split_turns=None, history=None, template_args=None, date=None))]
 #[allow(clippy::too_many_arguments)]
 fn prep<'py>(
     py: Python<'py>,
@@ -114,6 +159,11 @@ fn prep<'py>(
     num_shards: u64,
     shard_index: u64,
     max_record_bytes: Option<usize>,
+    reasoning: Option<String>,
+    split_turns: Option<String>,
+    history: Option<String>,
+    template_args: Option<Vec<(String, String)>>,
+    date: Option<String>,
 ) -> PyResult<Bound<'py, PyDict>> {
     if num_shards == 0 || shard_index >= num_shards {
         return Err(FastSFTError::new_err(format!(
@@ -123,7 +173,8 @@ fn prep<'py>(
     let mut config = PrepConfig::new(inputs, tokenizer, output);
     config.template = template;
     config.schema = schema_options(format, role_map, fields)?;
-    config.encode = encode_options(max_len, truncation, train_on, train_eot, train_on_prompt, max_record_bytes)?;
+    let turns = TurnArgs { reasoning, split_turns, history, template_args, date };
+    config.encode = encode_options(max_len, truncation, train_on, train_eot, train_on_prompt, max_record_bytes, turns)?;
     config.threads = threads;
     config.chunk_size = chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE);
     config.overwrite = overwrite;
@@ -143,6 +194,9 @@ fn prep<'py>(
     dict.set_item("read", c.read)?;
     dict.set_item("written", c.written)?;
     dict.set_item("rejected", c.rejected)?;
+    dict.set_item("samples", c.samples)?;
+    dict.set_item("split_records", c.split_records)?;
+    dict.set_item("split_samples", c.split_samples)?;
     dict.set_item("rejected_by_reason", c.rejected_by_reason.clone())?;
     dict.set_item("truncated", c.truncated)?;
     dict.set_item("tokens", c.tokens)?;
@@ -188,7 +242,8 @@ struct RecordEncoder {
 impl RecordEncoder {
     #[new]
     #[pyo3(signature = (tokenizer, *, template=None, format=None, role_map=None, fields=None, max_len=None, truncation="right",
-        train_on="all", train_eot=true, train_on_prompt=false, max_record_bytes=None))]
+        train_on="all", train_eot=true, train_on_prompt=false, max_record_bytes=None, reasoning=None, split_turns=None,
+        history=None, template_args=None, date=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         tokenizer: PathBuf,
@@ -202,21 +257,41 @@ impl RecordEncoder {
         train_eot: bool,
         train_on_prompt: bool,
         max_record_bytes: Option<usize>,
+        reasoning: Option<String>,
+        split_turns: Option<String>,
+        history: Option<String>,
+        template_args: Option<Vec<(String, String)>>,
+        date: Option<String>,
     ) -> PyResult<Self> {
         let schema = schema_options(format, role_map, fields)?;
-        let options = encode_options(max_len, truncation, train_on, train_eot, train_on_prompt, max_record_bytes)?;
+        let turns = TurnArgs { reasoning, split_turns, history, template_args, date };
+        let options = encode_options(max_len, truncation, train_on, train_eot, train_on_prompt, max_record_bytes, turns)?;
         Ok(RecordEncoder { encoder: Encoder::load(&tokenizer, template.as_deref(), schema, options)? })
     }
 
-    /// `{"input_ids", "loss_mask", "truncated"}`, or `{"reject": code, "detail": text}`.
+    /// `{"input_ids", "loss_mask", "truncated", "turn", "samples"}` — the first sample's arrays,
+    /// and every sample (one per trained turn when the record was split) in `samples` — or
+    /// `{"reject": code, "detail": text}`.
     fn encode<'py>(&self, py: Python<'py>, record: &str) -> PyResult<Bound<'py, PyDict>> {
         let outcome = py.detach(|| self.encoder.encode_record(record.as_bytes()));
         let dict = PyDict::new(py);
         match outcome {
-            Ok(encoded) => {
-                dict.set_item("input_ids", encoded.ids)?;
-                dict.set_item("loss_mask", encoded.mask)?;
-                dict.set_item("truncated", encoded.truncated)?;
+            Ok(samples) => {
+                let list = pyo3::types::PyList::empty(py);
+                for (i, encoded) in samples.into_iter().enumerate() {
+                    let sample = PyDict::new(py);
+                    sample.set_item("input_ids", encoded.ids)?;
+                    sample.set_item("loss_mask", encoded.mask)?;
+                    sample.set_item("truncated", encoded.truncated)?;
+                    sample.set_item("turn", encoded.turn)?;
+                    if i == 0 {
+                        for key in ["input_ids", "loss_mask", "truncated", "turn"] {
+                            dict.set_item(key, sample.get_item(key)?)?;
+                        }
+                    }
+                    list.append(sample)?;
+                }
+                dict.set_item("samples", list)?;
             }
             Err(reject) => {
                 dict.set_item("reject", reject.reason.code())?;
@@ -228,7 +303,9 @@ impl RecordEncoder {
 
     /// Many records at once, in parallel on `threads` threads (0 = every core) with an owned pool.
     /// Returns `{"input_ids": [[...]], "loss_mask": [[...]], "truncated": [...], "reject": [code or
-    /// None], "detail": [text or None]}`, one entry per record, in order.
+    /// None], "detail": [text or None], "row": [...], "turn": [...]}`, one entry per sample (a
+    /// rejected record is one entry with empty arrays), in input order; `row` is the record's
+    /// index in `records`, `turn` the assistant message of a per-turn sample (else None).
     #[pyo3(signature = (records, threads=1))]
     fn encode_batch<'py>(&self, py: Python<'py>, records: Vec<String>, threads: usize) -> PyResult<Bound<'py, PyDict>> {
         use rayon::prelude::*;
@@ -244,16 +321,23 @@ impl RecordEncoder {
         let n = outcomes.len();
         let (mut ids, mut masks, mut truncated, mut rejects, mut details) =
             (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        for outcome in outcomes {
+        let (mut rows, mut turns) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for (row, outcome) in outcomes.into_iter().enumerate() {
             match outcome {
-                Ok(encoded) => {
-                    ids.push(encoded.ids);
-                    masks.push(encoded.mask);
-                    truncated.push(encoded.truncated);
-                    rejects.push(None);
-                    details.push(None);
+                Ok(samples) => {
+                    for encoded in samples {
+                        ids.push(encoded.ids);
+                        masks.push(encoded.mask);
+                        truncated.push(encoded.truncated);
+                        rejects.push(None);
+                        details.push(None);
+                        rows.push(row);
+                        turns.push(encoded.turn);
+                    }
                 }
                 Err(reject) => {
+                    rows.push(row);
+                    turns.push(None);
                     ids.push(Vec::new());
                     masks.push(Vec::new());
                     truncated.push(false);
@@ -268,19 +352,36 @@ impl RecordEncoder {
         dict.set_item("truncated", truncated)?;
         dict.set_item("reject", rejects)?;
         dict.set_item("detail", details)?;
+        dict.set_item("row", rows)?;
+        dict.set_item("turn", turns)?;
         Ok(dict)
     }
 
-    /// `{"text", "spans": [(start, end), ...]}` with character (not byte) offsets, or a reject.
+    /// `{"text", "spans": [(start, end), ...], "samples": [...]}` with character (not byte)
+    /// offsets — `text`/`spans` of the first sample, and each sample (`text`, `spans`,
+    /// `prompt_chars` and `turn` for a per-turn sample) in `samples` — or a reject.
     fn render<'py>(&self, py: Python<'py>, record: &str) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(py);
-        let rendered = parse_record(record.as_bytes(), self.encoder.schema()).and_then(|c| self.encoder.template().render(&c));
+        let turns = self.encoder.turn_options();
+        let rendered = parse_record(record.as_bytes(), self.encoder.schema()).and_then(|c| self.encoder.template().render(&c, &turns));
         match rendered {
-            Ok(rendered) => {
-                let char_at = |byte: usize| rendered.text[..byte].chars().count();
-                let spans: Vec<(usize, usize)> = rendered.spans.iter().map(|s| (char_at(s.start), char_at(s.end))).collect();
-                dict.set_item("text", rendered.text.as_str())?;
-                dict.set_item("spans", spans)?;
+            Ok(samples) => {
+                let list = pyo3::types::PyList::empty(py);
+                for (i, rendered) in samples.iter().enumerate() {
+                    let char_at = |byte: usize| rendered.text[..byte].chars().count();
+                    let spans: Vec<(usize, usize)> = rendered.spans.iter().map(|s| (char_at(s.start), char_at(s.end))).collect();
+                    let sample = PyDict::new(py);
+                    sample.set_item("text", rendered.text.as_str())?;
+                    sample.set_item("spans", spans.clone())?;
+                    sample.set_item("prompt_chars", rendered.split.map(|(at, _)| char_at(at)))?;
+                    sample.set_item("turn", rendered.split.map(|(_, turn)| turn))?;
+                    if i == 0 {
+                        dict.set_item("text", rendered.text.as_str())?;
+                        dict.set_item("spans", spans)?;
+                    }
+                    list.append(sample)?;
+                }
+                dict.set_item("samples", list)?;
             }
             Err(reject) => {
                 dict.set_item("reject", reject.reason.code())?;
@@ -320,6 +421,12 @@ fn conversation_json(conversation: &crate::schema::Conversation) -> serde_json::
             message.insert("content".into(), m.content.clone().into());
             if let Some(calls) = &m.tool_calls {
                 message.insert("tool_calls".into(), serde_json::Value::Array(calls.clone()));
+            }
+            if let Some(reasoning) = &m.reasoning {
+                message.insert("reasoning_content".into(), reasoning.clone().into());
+            }
+            for (key, value) in &m.extra {
+                message.insert(key.clone(), value.clone());
             }
             if let Some(train) = m.train {
                 message.insert("train".into(), train.into());

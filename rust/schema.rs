@@ -9,6 +9,8 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
+use crate::exact_json;
+
 /// Why a record was not written. The code is stable (it appears in `rejects.jsonl`, the manifest
 /// and the summary); the detail says what exactly was wrong and, where possible, how to fix it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -26,6 +28,11 @@ pub enum RejectReason {
     EmptyAssistant,
     ReservedCharacter,
     TemplateError,
+    TokenizerError,
+    MixedReasoning,
+    NeedsSplit,
+    MissingReasoning,
+    InternalError,
     SpanNotFound,
     TooLong,
     NoTrainedTokens,
@@ -47,6 +54,11 @@ impl RejectReason {
             RejectReason::EmptyAssistant => "empty_assistant_message",
             RejectReason::ReservedCharacter => "reserved_character",
             RejectReason::TemplateError => "template_error",
+            RejectReason::TokenizerError => "tokenizer_error",
+            RejectReason::MixedReasoning => "mixed_reasoning",
+            RejectReason::NeedsSplit => "needs_split_turns",
+            RejectReason::MissingReasoning => "missing_reasoning",
+            RejectReason::InternalError => "internal_error",
             RejectReason::SpanNotFound => "assistant_span_not_found",
             RejectReason::TooLong => "too_long",
             RejectReason::NoTrainedTokens => "no_trained_tokens",
@@ -88,11 +100,31 @@ impl Role {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     pub role: Role,
-    pub content: String,
+    /// The text as given; `None` for `content: null` (the template sees `none`, as in
+    /// transformers). Text parts are joined into one string.
+    pub content: Option<String>,
     /// OpenAI-style `[{"type": "function", "function": {"name", "arguments"}}]`, key order kept.
     pub tool_calls: Option<Vec<Value>>,
     /// `Some(false)` when the record says `"train": false` or `"weight": 0`.
     pub train: Option<bool>,
+    /// Reasoning given in a field (`reasoning_content`, `reasoning` or `thinking`). Reasoning
+    /// written inline (`<think>…</think>` in the content) stays in `content`; see `reasoning.rs`.
+    pub reasoning: Option<String>,
+    /// Every other field of the message, as given (`name`, `tool_call_id`, keys a custom template
+    /// reads), in the record's key order.
+    pub extra: Map<String, Value>,
+}
+
+impl Message {
+    /// A message with just a role and a text (probes, tests, Alpaca).
+    pub fn new(role: Role, content: impl Into<String>) -> Message {
+        Message { role, content: Some(content.into()), tool_calls: None, train: None, reasoning: None, extra: Map::new() }
+    }
+
+    /// The content as text (`""` for `content: null`).
+    pub fn text(&self) -> &str {
+        self.content.as_deref().unwrap_or("")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -100,6 +132,9 @@ pub struct Conversation {
     pub messages: Vec<Message>,
     /// Tool schemas, each `{"type": "function", "function": {...}}`.
     pub tools: Vec<Value>,
+    /// Record-level template variables: `documents`, and the keys of a `chat_template_kwargs`
+    /// object (as TRL and Levanter datasets carry them), passed to the template as given.
+    pub context: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,7 +218,10 @@ impl SchemaOptions {
 type Parsed<T> = Result<T, Reject>;
 
 pub fn parse_record(bytes: &[u8], options: &SchemaOptions) -> Parsed<Conversation> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| match std::str::from_utf8(bytes) {
+    if exact_json::holds_mark(bytes) {
+        return Err(Reject::new(RejectReason::ReservedCharacter, "text contains U+FDD2, which fastsft reserves for exact big integers"));
+    }
+    let value: Value = exact_json::parse(bytes).map_err(|e| match std::str::from_utf8(bytes) {
         Err(bad) => Reject::new(RejectReason::InvalidJson, format!("invalid UTF-8 at byte {}", bad.valid_up_to())),
         Ok(text) if text.contains('\u{feff}') => {
             Reject::new(RejectReason::InvalidJson, format!("malformed JSON: {e} (the line holds a byte-order mark: files concatenated with their BOMs?)"))
@@ -326,7 +364,7 @@ fn messages(record: &Map<String, Value>, format: Format, options: &SchemaOptions
     let mut messages = Vec::with_capacity(items.len() + 1);
     if let Some(system) = optional_string(record, keys.system)? {
         if !system.is_empty() {
-            messages.push(Message { role: Role::System, content: system, tool_calls: None, train: None });
+            messages.push(Message::new(Role::System, system));
         }
     }
     for (i, item) in items.iter().enumerate() {
@@ -335,22 +373,73 @@ fn messages(record: &Map<String, Value>, format: Format, options: &SchemaOptions
         };
         let raw_role = string_field(item, keys.role, &format!("message {}", i + 1))?;
         let content = match item.get(keys.content) {
-            None if format == Format::OpenAi => String::new(),
+            None if format == Format::OpenAi => None,
             value => text_content(value, keys.content, i)?,
         };
         let train = train_flag(item);
+        let reasoning = reasoning_field(item, i)?;
+        let extra: Map<String, Value> = item
+            .iter()
+            .filter(|(key, _)| {
+                let key = key.as_str();
+                key != keys.role && key != keys.content && key != "tool_calls" && !REASONING_FIELDS.contains(&key)
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         match map_role(&raw_role, options, i)? {
             MappedRole::Plain(role) => {
                 let tool_calls = tool_calls(item.get("tool_calls"), i)?;
-                messages.push(Message { role, content, tool_calls, train });
+                messages.push(Message { role, content, tool_calls, train, reasoning, extra });
             }
             MappedRole::FunctionCall => {
-                let call = parse_function_call(&content, i)?;
-                messages.push(Message { role: Role::Assistant, content: String::new(), tool_calls: Some(vec![call]), train });
+                let call = parse_function_call(content.as_deref().unwrap_or(""), i)?;
+                messages.push(Message { role: Role::Assistant, content: Some(String::new()), tool_calls: Some(vec![call]), train, reasoning, extra });
             }
         }
     }
-    Ok(Conversation { messages, tools: tools(record)? })
+    Ok(Conversation { messages, tools: tools(record)?, context: context(record)? })
+}
+
+/// Where reasoning arrives as a field: OpenAI-compatible servers, DeepSeek and Qwen write
+/// `reasoning_content`; other APIs and datasets `reasoning` or `thinking`.
+pub const REASONING_FIELDS: [&str; 3] = ["reasoning_content", "reasoning", "thinking"];
+
+fn reasoning_field(message: &Map<String, Value>, position: usize) -> Parsed<Option<String>> {
+    let mut found: Option<(&str, String)> = None;
+    for key in REASONING_FIELDS {
+        match message.get(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(text)) => {
+                if let Some((first, _)) = &found {
+                    return Err(Reject::new(
+                        RejectReason::MixedReasoning,
+                        format!("message {} has reasoning in both '{first}' and '{key}'", position + 1),
+                    ));
+                }
+                found = Some((key, text.clone()));
+            }
+            Some(other) => {
+                return Err(Reject::new(RejectReason::WrongType, format!("message {}: '{key}' is {}, expected a string", position + 1, kind(other))))
+            }
+        }
+    }
+    Ok(found.map(|(_, text)| text))
+}
+
+/// Record-level template variables: `documents` and the keys of `chat_template_kwargs`.
+fn context(record: &Map<String, Value>) -> Parsed<Map<String, Value>> {
+    let mut context = Map::new();
+    if let Some(documents) = record.get("documents").filter(|d| !d.is_null()) {
+        context.insert("documents".into(), documents.clone());
+    }
+    match record.get("chat_template_kwargs") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(kwargs)) => context.extend(kwargs.iter().map(|(k, v)| (k.clone(), v.clone()))),
+        Some(other) => {
+            return Err(Reject::new(RejectReason::WrongType, format!("'chat_template_kwargs' is {}, expected an object", kind(other))))
+        }
+    }
+    Ok(context)
 }
 
 /// OpenAI `tool_calls`; string `arguments` holding JSON become the object they encode.
@@ -373,7 +462,7 @@ fn tool_calls(value: Option<&Value>, position: usize) -> Parsed<Option<Vec<Value
 
 /// A ShareGPT `function_call` value: `{"name": ..., "arguments": ...}` as a JSON string.
 fn parse_function_call(text: &str, position: usize) -> Parsed<Value> {
-    let value: Value = serde_json::from_str(text).map_err(|e| {
+    let value: Value = exact_json::parse_str(text).map_err(|e| {
         Reject::new(RejectReason::WrongType, format!("message {}: function_call value is not JSON ({e})", position + 1))
     })?;
     let Value::Object(mut call) = value else {
@@ -394,7 +483,7 @@ fn parse_function_call(text: &str, position: usize) -> Parsed<Value> {
 /// Tool-call arguments given as a JSON string become the object they encode, as templates expect.
 fn parse_json_string_in_place(value: &mut Value) {
     if let Value::String(s) = value {
-        if let Ok(parsed @ Value::Object(_)) = serde_json::from_str::<Value>(s) {
+        if let Ok(parsed @ Value::Object(_)) = exact_json::parse_str(s) {
             *value = parsed;
         }
     }
@@ -405,7 +494,7 @@ fn tools(record: &Map<String, Value>) -> Parsed<Vec<Value>> {
     let list = match record.get("tools") {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::String(s)) if s.trim().is_empty() => return Ok(Vec::new()),
-        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+        Some(Value::String(s)) => match exact_json::parse_str(s) {
             Ok(Value::Array(list)) => list,
             _ => return Err(Reject::new(RejectReason::WrongType, "'tools' is a string that does not hold a JSON array")),
         },
@@ -426,12 +515,12 @@ fn tools(record: &Map<String, Value>) -> Parsed<Vec<Value>> {
         .collect()
 }
 
-/// Message content: a string, null (as ""), or a list of `{type: "text", text}` parts.
-fn text_content(value: Option<&Value>, name: &str, position: usize) -> Parsed<String> {
+/// Message content: a string, null (`None`), or a list of `{type: "text", text}` parts.
+fn text_content(value: Option<&Value>, name: &str, position: usize) -> Parsed<Option<String>> {
     match value {
         None => Err(Reject::new(RejectReason::MissingField, format!("message {} has no '{name}'", position + 1))),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Null) => Ok(None),
         Some(Value::Array(parts)) => {
             let mut text = String::new();
             for part in parts {
@@ -446,7 +535,7 @@ fn text_content(value: Option<&Value>, name: &str, position: usize) -> Parsed<St
                     }
                 }
             }
-            Ok(text)
+            Ok(Some(text))
         }
         Some(other) => Err(Reject::new(
             RejectReason::WrongType,
@@ -460,7 +549,7 @@ fn alpaca(record: &Map<String, Value>, options: &SchemaOptions) -> Parsed<Conver
     let input = optional_string(record, "input")?.unwrap_or_default();
     let output = string_field(record, "output", "field")?;
     let mut messages = Vec::new();
-    let message = |role, content| Message { role, content, tool_calls: None, train: None };
+    let message = Message::new;
     if let Some(system) = optional_string(record, options.keys(Format::Alpaca).system)? {
         if !system.is_empty() {
             messages.push(message(Role::System, system));
@@ -484,7 +573,7 @@ fn alpaca(record: &Map<String, Value>, options: &SchemaOptions) -> Parsed<Conver
     let prompt = if input.is_empty() { instruction } else { format!("{instruction}\n{input}") };
     messages.push(message(Role::User, prompt));
     messages.push(message(Role::Assistant, output));
-    Ok(Conversation { messages, tools: Vec::new() })
+    Ok(Conversation { messages, tools: Vec::new(), context: Map::new() })
 }
 
 fn validate(conversation: Conversation) -> Parsed<Conversation> {
@@ -504,7 +593,7 @@ fn validate(conversation: Conversation) -> Parsed<Conversation> {
         }
     }
     for (i, m) in messages.iter().enumerate() {
-        if m.role == Role::Assistant && m.content.is_empty() && m.tool_calls.is_none() {
+        if m.role == Role::Assistant && m.text().is_empty() && m.tool_calls.is_none() && m.reasoning.as_deref().is_none_or(str::is_empty) {
             return Err(Reject::new(RejectReason::EmptyAssistant, format!("message {} is an empty assistant reply", i + 1)));
         }
     }
@@ -541,15 +630,15 @@ mod tests {
             {"role":"assistant","content":null,"tool_calls":[{"type":"function","function":{"name":"f","arguments":"{}"}}]},
             {"role":"tool","content":"1"},{"role":"assistant","content":"ok"}]}"#)
         .unwrap();
-        assert_eq!(c.messages[0].content, "ab");
-        assert_eq!(c.messages[1].content, "");
+        assert_eq!(c.messages[0].text(), "ab");
+        assert_eq!(c.messages[1].content, None);
         assert_eq!(roles(&c), ["user", "assistant", "tool", "assistant"]);
     }
 
     #[test]
     fn alpaca_with_input_and_history() {
         let c = parse(r#"{"instruction":"i","input":"x","output":"o","history":[["q","a"]]}"#).unwrap();
-        let contents: Vec<&str> = c.messages.iter().map(|m| m.content.as_str()).collect();
+        let contents: Vec<&str> = c.messages.iter().map(Message::text).collect();
         assert_eq!(contents, ["q", "a", "i\nx", "o"]);
     }
 
@@ -586,7 +675,7 @@ mod tests {
         };
         let c = parse_record(br#"{"persona":"P","dialog":[{"speaker":"user","text":"q"},{"speaker":"assistant","text":"a"}]}"#, &options).unwrap();
         assert_eq!(roles(&c), ["system", "user", "assistant"]);
-        assert_eq!(c.messages[2].content, "a");
+        assert_eq!(c.messages[2].text(), "a");
     }
 
     #[test]

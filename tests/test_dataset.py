@@ -89,8 +89,12 @@ def test_manifest_validation(tmp_path):
     d = write_dataset(tmp_path / "d", SAMPLES)
     man = read_manifest(d)
     assert (man.num_samples, man.num_tokens, man.vocab_size) == (3, 9, 1000)
+    _edit_manifest(d, format_version=3)
+    with pytest.raises(DatasetFormatError, match="format_version 3"):
+        read_manifest(d)
+    # Version 2 adds turns.npy: a version-2 manifest without it is an incomplete dataset.
     _edit_manifest(d, format_version=2)
-    with pytest.raises(DatasetFormatError, match="format_version 2"):
+    with pytest.raises(FileNotFoundError, match="missing turns.npy"):
         read_manifest(d)
     _edit_manifest(d, format_version=1, num_tokens=10)
     with pytest.raises(DatasetFormatError, match="num_tokens=10"):

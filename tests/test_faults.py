@@ -39,7 +39,7 @@ MISTRAL = TOKENIZERS / "mistral-7b-instruct-v0.1"
 # Where the tokenizer does not matter (whole-run errors): TinyLlama's loads in ~0.25 s, Qwen2.5's in ~1 s.
 FAST_TOKENIZER = TOKENIZERS / "tinyllama-chat"
 CORPORA = REPO / "assets/corpora"
-DETERMINISTIC_FILES = ["input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy", "manifest.json", "rejects.jsonl"]
+DETERMINISTIC_FILES = ["input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy", "turns.npy", "manifest.json", "rejects.jsonl"]
 
 
 def dumps(obj) -> bytes:

@@ -165,7 +165,7 @@ def test_manifest_records_inputs_tokenizer_and_fingerprint(tmp_path):
     fastsft.prep([data], QWEN, tmp_path / "b", max_len=4096)
     a = json.loads((tmp_path / "a/manifest.json").read_text())
     b = json.loads((tmp_path / "b/manifest.json").read_text())
-    assert a["format_version"] == 1
+    assert a["format_version"] == 2
     assert a["tokenizer"]["sha256"] == sha256(QWEN / "tokenizer.json")
     assert a["tokenizer"]["vocab_size"] == 151665 and a["input_ids_dtype"] == "uint32"
     assert a["inputs"] == [{"path": str(data), "size": data.stat().st_size, "sha256": sha256(data)}]

@@ -1,6 +1,6 @@
 """Type stubs for the compiled extension `fastsft._core` (rust/py.rs)."""
 
-from typing import Any
+from typing import Any, Literal
 
 __version__: str
 
@@ -29,6 +29,11 @@ def prep(
     num_shards: int = 1,
     shard_index: int = 0,
     max_record_bytes: int | None = None,
+    reasoning: Literal["train", "mask", "drop"] | None = None,
+    split_turns: Literal["never", "auto", "always"] | None = None,
+    history: Literal["template", "as-written"] | None = None,
+    template_args: list[tuple[str, str]] | None = None,
+    date: str | None = None,
 ) -> dict[str, Any]: ...
 def pack(lengths: bytes, capacity: int) -> tuple[bytes, bytes]: ...
 
@@ -47,6 +52,12 @@ class RecordEncoder:
         train_eot: bool = True,
         train_on_prompt: bool = False,
         max_record_bytes: int | None = None,
+        reasoning: Literal["train", "mask", "drop"] | None = None,
+        split_turns: Literal["never", "auto", "always"] | None = None,
+        history: Literal["template", "as-written"] | None = None,
+    history: Literal["template", "as-written"] | None = None,
+        template_args: list[tuple[str, str]] | None = None,
+        date: str | None = None,
     ) -> None: ...
     def encode(self, record: str) -> dict[str, Any]: ...
     def encode_batch(self, records: list[str], threads: int = 1) -> dict[str, list[Any]]: ...

@@ -17,11 +17,14 @@ IGNORE_INDEX = -100
 @functools.lru_cache(maxsize=8)
 def _encoder(tokenizer: str, template: str | None, format: str | None, role_map: tuple, fields: tuple,
              max_len: int | None, truncation: str, train_on: str, train_eot: bool,
-             train_on_prompt: bool) -> _core.RecordEncoder:
+             train_on_prompt: bool, max_record_bytes: int | None, reasoning: str, split_turns: str, history: str,
+             template_args: tuple, date: str | None) -> _core.RecordEncoder:
     # One encoder per worker process and configuration: loading a tokenizer takes ~0.1-1 s.
     return _core.RecordEncoder(
         tokenizer, template=template, format=format, role_map=dict(role_map) or None, fields=dict(fields) or None, max_len=max_len,
         truncation=truncation, train_on=train_on, train_eot=train_eot, train_on_prompt=train_on_prompt,
+        max_record_bytes=max_record_bytes, reasoning=reasoning, split_turns=split_turns, history=history,
+        template_args=list(template_args) or None, date=date,
     )
 
 
@@ -61,25 +64,36 @@ def encode_batch(
     train_on: str = "all",
     train_eot: bool = True,
     train_on_prompt: bool = False,
+    max_record_bytes: int | None = None,
+    reasoning: str = "train",
+    split_turns: str = "auto",
+    history: str = "template",
+    template_args: dict[str, Any] | None = None,
+    date: str | None = None,
     threads: int = 1,
 ) -> dict[str, list[Any]]:
-    """Encodes a batch of records; one output row per input row, in order.
+    """Encodes a batch of records; one output row per sample, in input order — one per input row,
+    except records split into per-turn samples (`split_turns`), which give one row per turn.
 
-    Returns `input_ids`, `labels` (-100 where not trained), `loss_mask`, `truncated`, and `reject` /
-    `reject_detail` (None for rows that encoded; for rejected rows the arrays are empty, so
-    engines can count and filter them — nothing disappears silently). `threads` defaults to 1
-    because engines run one call per worker already. `fields` maps messages/role/content/system
-    to the record's own field names (the CLI's --messages-field etc.).
+    Returns `input_ids`, `labels` (-100 where not trained), `loss_mask`, `truncated`, `row` (the
+    input row each sample comes from), `turn` (the assistant message of a per-turn sample, else
+    None), and `reject` / `reject_detail` (None for rows that encoded; for rejected rows the arrays
+    are empty, so engines can count and filter them — nothing disappears silently). `threads`
+    defaults to 1 because engines run one call per worker already. `fields` maps
+    messages/role/content/system to the record's own field names (the CLI's --messages-field
+    etc.); the other options are `fastsft prep`'s.
 
     >>> out = encode_batch([{"messages": [{"role": "user", "content": "Hi"},
     ...                                   {"role": "assistant", "content": "Hello"}]}],
     ...                    "assets/tokenizers/qwen2.5")  # doctest: +SKIP
     """
+    from fastsft.config import template_args_for_core
     from fastsft.prep import resolve_tokenizer
 
     encoder = _encoder(resolve_tokenizer(tokenizer), template, format, tuple(sorted((role_map or {}).items())),
                        tuple(sorted((fields or {}).items())), max_len,
-                       truncation, train_on, train_eot, train_on_prompt)
+                       truncation, train_on, train_eot, train_on_prompt, max_record_bytes, reasoning, split_turns, history,
+                       tuple(template_args_for_core(template_args) or ()), date)
     out = encoder.encode_batch(_records(records), threads)
     labels = [[t if m else IGNORE_INDEX for t, m in zip(ids, mask)] for ids, mask in zip(out["input_ids"], out["loss_mask"])]
     return {
@@ -87,6 +101,8 @@ def encode_batch(
         "labels": labels,
         "loss_mask": [list(mask) for mask in out["loss_mask"]],
         "truncated": out["truncated"],
+        "row": out["row"],
+        "turn": out["turn"],
         "reject": out["reject"],
         "reject_detail": out["detail"],
     }

@@ -34,20 +34,23 @@ def _add_prep_parser(subparsers: argparse._SubParsersAction) -> None:
         meta = f.metadata
         if f.type in ("bool", bool):
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=meta["help"])
-        elif f.name == "role_map":
-            p.add_argument(flag, dest=f.name, action="append", metavar=meta.get("metavar"), help=meta["help"])
+        elif f.name in ("role_map", "template_args"):
+            p.add_argument(meta.get("flag") or flag, dest=f.name, action="append", metavar=meta.get("metavar"), help=meta["help"])
         else:
             kind = {"int | None": int, "int": int, "float | None": float}.get(str(f.type), str)
-            p.add_argument(flag, dest=f.name, type=kind, default=f.default, choices=meta["choices"], help=meta["help"])
+            p.add_argument(
+                flag, dest=f.name, type=kind, default=f.default, choices=meta["choices"], metavar=meta.get("metavar"), help=meta["help"]
+            )
     p.set_defaults(func=_run_prep)
 
 
 def _run_prep(args: argparse.Namespace) -> int:
     import fastsft
-    from fastsft.config import PrepOptions, parse_role_map
+    from fastsft.config import PrepOptions, parse_role_map, parse_template_args
 
     options: dict[str, Any] = {f.name: getattr(args, f.name) for f in dataclasses.fields(PrepOptions)}
     options["role_map"] = parse_role_map(args.role_map)
+    options["template_args"] = parse_template_args(args.template_args)
     summary = fastsft.prep(args.inputs, args.tokenizer, args.output, **options)
     print(format_summary(summary))
     return 0
@@ -63,7 +66,9 @@ def format_summary(s: dict[str, Any]) -> str:
     lines = [
         f"fastsft prep: wrote {s['output']}",
         f"  records read   {s['read']:>12,}",
-        f"  written        {s['written']:>12,}",
+        f"  written        {s['written']:>12,}"
+        + (f"  ({s['samples']:,} samples; {s['split_records']:,} record{'s' if s['split_records'] != 1 else ''} "
+           f"split into {s['split_samples']:,} per-turn samples)" if s.get("split_records") else ""),
         f"  rejected       {s['rejected']:>12,}" + (f"  ({reasons}; details in rejects.jsonl)" if reasons else ""),
         f"  truncated      {s['truncated']:>12,}",
         f"  tokens         {s['tokens']:>12,}  (trained {s['trained_tokens']:,}, {trained:.1%})",

@@ -4,6 +4,7 @@ text all come from the dataclass below."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 
 
@@ -40,6 +41,38 @@ class PrepOptions:
     train_on: str = _opt("all", "Which assistant turns are trained: every one, or only the last.", choices=("all", "last"))
     train_eot: bool = _opt(True, "Train the end-of-turn token that closes each reply (--no-train-eot to mask it).")
     train_on_prompt: bool = _opt(False, "Train on every token, prompts included.")
+    reasoning: str = _opt(
+        "train",
+        "Assistant reasoning (reasoning_content/reasoning/thinking fields, or <think>…</think> in the content): "
+        "train it like the rest of the reply, render it but mask it, or drop it.",
+        choices=("train", "mask", "drop"),
+    )
+    split_turns: str = _opt(
+        "auto",
+        "One sample per trained turn (the template's prompt for that turn + what the model generates): "
+        "'auto' only when one rendering cannot hold every turn as generated (history reasoning stripped), "
+        "'never' rejects such conversations, 'always' splits every one.",
+        choices=("never", "auto", "always"),
+    )
+    history: str = _opt(
+        "template",
+        "Earlier assistant turns in the prompt of a later one: as the template renders them (it may drop their reasoning; "
+        "each turn's prompt is then exactly apply_chat_template(messages[:i], add_generation_prompt=True)), "
+        "or as the model wrote them ('as-written': reasoning kept, one sample per conversation).",
+        choices=("template", "as-written"),
+    )
+    template_args: dict[str, object] = _opt(
+        None,
+        "A keyword argument of the chat template, as apply_chat_template(**kwargs) takes it, with a JSON value: "
+        "--template-arg enable_thinking=false (repeatable).",
+        flag="--template-arg",
+        metavar="NAME=JSON",
+    )
+    date: str | None = _opt(
+        None,
+        "Pin the date the template's strftime_now() reports (YYYY-MM-DD) for reproducible runs; default: today, local time.",
+        metavar="YYYY-MM-DD",
+    )
     max_record_bytes: int | None = _opt(
         None, "Reject records larger than this many bytes unread (default 4 MiB: tokenizing needs ~100x the text in memory)."
     )
@@ -90,6 +123,30 @@ def field_mapping(options: dict) -> dict[str, str] | None:
     fields = {name.removesuffix("_field"): options.pop(name) for name in FIELD_OPTIONS if name in options}
     fields = {k: v for k, v in fields.items() if v is not None}
     return fields or None
+
+
+def parse_template_args(pairs: list[str] | None) -> dict[str, object] | None:
+    """`["enable_thinking=false", 'name="x"']` → `{"enable_thinking": False, "name": "x"}`; the
+    value is JSON; a bare word that is not JSON is taken as a string."""
+    if not pairs:
+        return None
+    args: dict[str, object] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name.isidentifier():
+            raise ValueError(f"--template-arg {pair!r}: expected NAME=JSON, e.g. --template-arg enable_thinking=false")
+        try:
+            args[name] = json.loads(text)
+        except json.JSONDecodeError:
+            args[name] = text
+    return args
+
+
+def template_args_for_core(args: dict[str, object] | None) -> list[tuple[str, str]] | None:
+    """Keyword arguments as (name, JSON text) pairs: the extension reads numbers exactly."""
+    if not args:
+        return None
+    return [(name, json.dumps(value, ensure_ascii=False)) for name, value in args.items()]
 
 
 def parse_role_map(pairs: list[str] | None) -> dict[str, str] | None:

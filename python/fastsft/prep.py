@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from fastsft import _core
-from fastsft.config import PrepOptions, field_mapping
+from fastsft.config import PrepOptions, field_mapping, template_args_for_core
 
 
 def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
@@ -69,6 +69,7 @@ def prep(
     opts = PrepOptions(**options)
     kwargs = dataclasses.asdict(opts)
     kwargs["fields"] = field_mapping(kwargs)
+    kwargs["template_args"] = template_args_for_core(kwargs["template_args"])
     num_shards, shard_index = shard_from_environment(opts.num_shards, opts.shard_index)
     kwargs["num_shards"], kwargs["shard_index"] = num_shards, shard_index
     output = os.fspath(output)

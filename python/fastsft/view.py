@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .data.dataset import SFTDataset, resolve_dataset_dirs
-from .data.manifest import read_manifest, sha256_file
+from .data.manifest import read_manifest, sample_turn, sha256_file
 from .data.packing import pack
 
 REPLACEMENT = "\ufffd"
@@ -202,6 +202,8 @@ class Sample:
     line: int
     shard: str | None
     """Shard directory name when the dataset has several."""
+    turn: int | None = None
+    """For a per-turn sample (``--split-turns``): the 0-based index of the assistant message it trains."""
 
 
 def load_sample(ds: SFTDataset, index: int) -> Sample:
@@ -210,7 +212,8 @@ def load_sample(ds: SFTDataset, index: int) -> Sample:
     file_index, line = (int(x) for x in np.load(ds.dirs[shard] / "origin.npy", mmap_mode="r")[local])
     inputs = ds.manifests[shard].raw.get("inputs") or []
     source = str(inputs[file_index]["path"]) if 0 <= file_index < len(inputs) else f"file #{file_index}"
-    return Sample(index, ids, mask, source, line, ds.dirs[shard].name if len(ds.dirs) > 1 else None)
+    turn = sample_turn(ds.manifests[shard], local)
+    return Sample(index, ids, mask, source, line, ds.dirs[shard].name if len(ds.dirs) > 1 else None, turn)
 
 
 def choose_indices(n: int, index: int | None, random: int | None, seed: int | None) -> list[int]:
@@ -234,7 +237,9 @@ def _header(s: Sample, n: int) -> str:
     trained = int(s.mask.sum())
     share = trained / len(s.ids) if len(s.ids) else 0.0
     return (
-        f"sample {s.index:,} of {n:,}{where} | {s.source} line {s.line} | "
+        f"sample {s.index:,} of {n:,}{where} | {s.source} line {s.line}"
+        + (f", turn of message {s.turn + 1}" if s.turn is not None else "")
+        + " | "
         f"{len(s.ids):,} tokens, {trained:,} trained ({share:.1%})"
     )
 

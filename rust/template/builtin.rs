@@ -24,7 +24,7 @@ impl ChatMl {
         "fastsft chatml v1: <|im_start|>{role}\\n{content}<|im_end|>\\n; default system 'You are a helpful assistant.'";
 
     pub fn render(&self, conversation: &Conversation) -> Result<Rendered, Reject> {
-        let mut text = String::with_capacity(256 + conversation.messages.iter().map(|m| m.content.len() + 32).sum::<usize>());
+        let mut text = String::with_capacity(256 + conversation.messages.iter().map(|m| m.text().len() + 32).sum::<usize>());
         let mut spans = Vec::new();
         let has_system = conversation.messages.first().is_some_and(|m| m.role == Role::System);
         if !has_system {
@@ -36,9 +36,15 @@ impl ChatMl {
                     text.push_str(START);
                     text.push_str("assistant\n");
                     let start = text.len();
-                    text.push_str(&message.content);
+                    if message.text().contains(END) {
+                        return Err(Reject::new(
+                            RejectReason::SpanNotFound,
+                            format!("assistant message {} contains the end-of-turn token {END} in its text", index + 1),
+                        ));
+                    }
+                    text.push_str(message.text());
                     for (i, call) in message.tool_calls.iter().flatten().enumerate() {
-                        if i > 0 || !message.content.is_empty() {
+                        if i > 0 || !message.text().is_empty() {
                             text.push('\n');
                         }
                         text.push_str(&tool_call_text(call)?);
@@ -48,11 +54,11 @@ impl ChatMl {
                     spans.push(Span { message: index, start, eot_start, end: text.len() });
                     text.push('\n');
                 }
-                Role::System if index == 0 => push_turn(&mut text, "system", &with_tools(&message.content, conversation)?),
-                role => push_turn(&mut text, role.as_str(), &message.content),
+                Role::System if index == 0 => push_turn(&mut text, "system", &with_tools(message.text(), conversation)?),
+                role => push_turn(&mut text, role.as_str(), message.text()),
             }
         }
-        Ok(Rendered { text, spans })
+        Ok(Rendered::whole(text, spans))
     }
 }
 
@@ -66,7 +72,8 @@ fn push_turn(text: &mut String, role: &str, content: &str) {
 }
 
 fn json(value: &serde_json::Value) -> Result<String, Reject> {
-    to_python_json(value, &PyJsonOptions::default()).map_err(|e| Reject::new(RejectReason::WrongType, format!("cannot serialize tool JSON: {e}")))
+    to_python_json(&crate::exact_json::to_template(value)?, &PyJsonOptions::default())
+        .map_err(|e| Reject::new(RejectReason::WrongType, format!("cannot serialize tool JSON: {e}")))
 }
 
 fn with_tools(system: &str, conversation: &Conversation) -> Result<String, Reject> {

@@ -14,9 +14,12 @@ use minijinja::{Environment, ErrorKind};
 use super::generation;
 use super::markers;
 use super::native::{self, NativeTemplate};
-use super::pyjson::{to_python_json, PyJsonOptions};
-use super::{Rendered, Span, SpecialTokens, MARK_END, MARK_START};
+use super::pyjson::{python_float_repr, to_python_json, PyJsonOptions};
+use super::reasoning::{self, HistoryTurns, ReasoningPolicy, SplitTurns};
+use super::turns;
+use super::{trained_turns, Rendered, Span, SpecialTokens, TemplateOptions, TurnOptions, MARK_END, MARK_START};
 use crate::error::{Error, Result};
+use crate::exact_json;
 use crate::schema::{Conversation, Message, Reject, RejectReason, Role};
 
 const NAME: &str = "chat_template";
@@ -25,32 +28,75 @@ pub struct JinjaTemplate {
     env: Environment<'static>,
     special: SpecialTokens,
     has_generation: bool,
+    /// Template keyword arguments (`--template-arg`), given to every rendering.
+    kwargs: Vec<(String, Value)>,
     /// The token that closes an assistant turn, found by rendering a probe conversation.
     end_of_turn: Option<String>,
     /// What `add_generation_prompt=True` appends (the assistant header), found the same way.
     generation_prompt: Option<String>,
-    /// A native renderer that passed the start-up self-check against this template, if any.
+    /// What the generation prompt opens beyond the header the template writes for an assistant
+    /// turn it renders (`<think>\n` for QwQ and the DeepSeek-R1 distills); empty for most.
+    reasoning_open: String,
+    /// Whether the template renders a message's `reasoning_content` (Qwen3 does; QwQ reads only
+    /// the content).
+    reads_reasoning_content: bool,
+    /// A native renderer written for exactly this template text, after its self-check.
     native: Option<NativeTemplate>,
 }
 
 impl JinjaTemplate {
-    pub fn new(source: &str, special: SpecialTokens) -> Result<Self> {
-        let (source, has_generation) = generation::rewrite_tags(source);
+    pub fn new(source: &str, special: SpecialTokens, options: &TemplateOptions) -> Result<Self> {
+        let (rewritten, has_generation) = generation::rewrite_tags(source);
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_keep_trailing_newline(false);
         env.set_unknown_method_callback(super::pystr::unknown_method);
         env.add_filter("trim", super::pystr::trim);
+        env.add_filter("string", python_string);
+        env.set_formatter(|out, state, value| {
+            if value.kind() == minijinja::value::ValueKind::Number && !value.is_integer() {
+                if let Ok(float) = f64::try_from(value.clone()) {
+                    return out.write_str(&python_float_repr(float)).map_err(minijinja::Error::from);
+                }
+            }
+            minijinja::escape_formatter(out, state, value)
+        });
         env.add_function("raise_exception", raise_exception);
-        env.add_function("strftime_now", |format: String| super::strftime::now(&format));
+        match &options.date {
+            Some(date) => {
+                let seconds = super::strftime::parse_date(date)
+                    .ok_or_else(|| Error::config(format!("--date {date}: expected a day as YYYY-MM-DD")))?;
+                env.add_function("strftime_now", move |format: String| super::strftime::format_utc(&format, seconds));
+            }
+            None => env.add_function("strftime_now", |format: String| super::strftime::now_local(&format)),
+        }
         env.add_filter("tojson", tojson);
         env.add_filter(generation::FILTER_NAME, generation::mark);
-        env.add_template_owned(NAME, source).map_err(|e| Error::template(format!("cannot parse: {e:#}")))?;
-        let mut template = JinjaTemplate { env, special, has_generation, end_of_turn: None, generation_prompt: None, native: None };
+        env.add_template_owned(NAME, rewritten).map_err(|e| Error::template(format!("cannot parse: {e:#}")))?;
+        let kwargs = options
+            .kwargs
+            .iter()
+            .map(|(k, v)| exact_json::to_template(v).map(|v| (k.clone(), v)).map_err(|r| Error::config(format!("--template-arg {k}: {}", r.detail))))
+            .collect::<Result<Vec<_>>>()?;
+        let mut template = JinjaTemplate {
+            env,
+            special,
+            has_generation,
+            kwargs,
+            end_of_turn: None,
+            generation_prompt: None,
+            reasoning_open: String::new(),
+            reads_reasoning_content: false,
+            native: None,
+        };
         template.end_of_turn = template.probe_end_of_turn();
         template.generation_prompt = template.probe_generation_prompt();
-        template.native = template.matching_native();
+        template.reasoning_open = template.probe_reasoning_open();
+        template.reads_reasoning_content = template.probe_reads_reasoning_content();
+        if options.kwargs.is_empty() {
+            template.native = template.matching_native(&super::sha256_hex(source.as_bytes()));
+        }
         Ok(template)
     }
 
@@ -59,76 +105,181 @@ impl JinjaTemplate {
         self.native.as_ref().map(|n| n.family)
     }
 
-    pub fn render(&self, conversation: &Conversation) -> std::result::Result<Rendered, Reject> {
-        if conversation.messages.iter().any(|m| m.content.contains([MARK_START, MARK_END])) {
+    pub fn render(&self, conversation: &Conversation, turns: &TurnOptions) -> std::result::Result<Vec<Rendered>, Reject> {
+        if conversation.messages.iter().any(|m| m.text().contains([MARK_START, MARK_END])) {
             return Err(Reject::new(RejectReason::ReservedCharacter, "text contains U+FDD0/U+FDD1, which fastsft reserves as markers"));
         }
-        if let Some(result) = self.native.as_ref().and_then(|n| n.render(conversation)) {
-            return result;
+        if turns.history == HistoryTurns::AsWritten {
+            let rendered = self.render_as_written(conversation, turns.reasoning)?;
+            turns::check_whole(conversation, &rendered, turns)?;
+            return Ok(vec![rendered]);
         }
-        self.render_jinja(conversation)
-    }
-
-    /// The first native renderer that agrees with this template on every probe it covers (and
-    /// covers at least three), or `None`.
-    fn matching_native(&self) -> Option<NativeTemplate> {
-        if self.has_generation {
-            return None;
-        }
-        let token = |name: &str| self.special.named.iter().find(|(n, _)| n == name).map(|(_, t)| t.as_str());
-        let probes = native::probe_set();
-        native::FAMILIES.into_iter().map(|family| NativeTemplate::new(family, token("bos_token"), token("eos_token"))).find(|candidate| {
-            let mut covered = 0;
-            for probe in &probes {
-                let Some(fast) = candidate.render(probe) else { continue };
-                covered += 1;
-                let same = match (fast, self.render_jinja(probe)) {
-                    (Ok(a), Ok(b)) => a == b,
-                    (Err(a), Err(b)) => a == b,
-                    _ => false,
-                };
-                if !same {
-                    return false;
+        let mut whole_failure: Option<Reject> = None;
+        if turns.split != SplitTurns::Always {
+            let whole = match self.native.as_ref().filter(|_| is_plain(conversation)).and_then(|n| n.render(conversation)) {
+                Some(result) => result,
+                None => self.render_whole(conversation, turns.reasoning),
+            };
+            let checked = whole.and_then(|rendered| turns::check_whole(conversation, &rendered, turns).map(|()| rendered));
+            match checked {
+                Ok(rendered) => return Ok(vec![rendered]),
+                Err(reject) if !matches!(reject.reason, RejectReason::SpanNotFound | RejectReason::NeedsSplit) => return Err(reject),
+                Err(reject) if turns.split == SplitTurns::Never && reject.reason == RejectReason::NeedsSplit => {
+                    return Err(Reject::new(
+                        RejectReason::NeedsSplit,
+                        format!("{}; --split-turns auto would train each turn in a sample of its own", reject.detail),
+                    ))
                 }
+                // A whole rendering that fails where per-turn samples would work: say which option helps.
+                Err(reject) if turns.split == SplitTurns::Never => {
+                    return Err(match self.render_turns(conversation, turns) {
+                        Ok(_) => Reject::new(
+                            RejectReason::NeedsSplit,
+                            format!("{}; --split-turns auto would train each turn in a sample of its own", reject.detail),
+                        ),
+                        Err(_) => reject,
+                    })
+                }
+                Err(reject) => whole_failure = Some(reject),
             }
-            covered >= 3
+        }
+        self.render_turns(conversation, turns).map_err(|reject| match whole_failure {
+            Some(whole) if reject.reason == RejectReason::SpanNotFound => {
+                Reject::new(reject.reason, format!("{}; per turn: {}", whole.detail, reject.detail))
+            }
+            _ => reject,
         })
     }
 
-    fn render_jinja(&self, conversation: &Conversation) -> std::result::Result<Rendered, Reject> {
-        let messages: Vec<Value> = conversation.messages.iter().map(message_value).collect();
-        let tools = if conversation.tools.is_empty() { Value::from(()) } else { Value::from_serialize(&conversation.tools) };
+    /// The first native renderer that was written for this exact template text (by sha256) and
+    /// agrees with it on every probe it covers (at least three), or `None`.
+    fn matching_native(&self, sha256: &str) -> Option<NativeTemplate> {
         if self.has_generation {
-            self.render_marked(conversation, &messages, &tools)
+            return None;
+        }
+        let family = native::FAMILIES.into_iter().find(|family| native::template_sha256(*family) == sha256)?;
+        let token = |name: &str| self.special.named.iter().find(|(n, _)| n == name).map(|(_, t)| t.as_str());
+        let candidate = NativeTemplate::new(family, token("bos_token"), token("eos_token"));
+        let mut covered = 0;
+        for probe in &native::probe_set() {
+            let Some(fast) = candidate.render(probe) else { continue };
+            covered += 1;
+            let same = match (fast, self.render_whole(probe, ReasoningPolicy::Train)) {
+                (Ok(a), Ok(b)) => a == b,
+                (Err(a), Err(b)) => a == b,
+                _ => false,
+            };
+            if !same {
+                return None;
+            }
+        }
+        (covered >= 3).then_some(candidate)
+    }
+
+    /// What the template sees of each message, under the reasoning policy.
+    fn message_values(&self, conversation: &Conversation, policy: ReasoningPolicy) -> std::result::Result<Vec<Value>, Reject> {
+        conversation.messages.iter().enumerate().map(|(i, m)| self.message_value(m, i, policy)).collect()
+    }
+
+    /// `role`, `content` (left out when null, as transformers does) and `tool_calls` where present, then every other field
+    /// as given. Reasoning from a field goes in as `reasoning_content` when the template reads
+    /// it, else inline in the content; `--reasoning drop` removes it.
+    fn message_value(&self, message: &Message, index: usize, policy: ReasoningPolicy) -> std::result::Result<Value, Reject> {
+        let mut content = message.content.as_deref().map(str::to_string);
+        let mut reasoning_content = None;
+        if message.role == Role::Assistant {
+            let parts = reasoning::parts(message, index)?;
+            match (policy, parts.reasoning) {
+                (_, None) => {}
+                (ReasoningPolicy::Drop, Some(_)) => {
+                    content = Some(if parts.inline { parts.answer.trim_start_matches(super::pystr::is_python_space).to_string() } else { parts.answer.to_string() })
+                }
+                (_, Some(thought)) if !parts.inline => {
+                    if self.reads_reasoning_content {
+                        reasoning_content = Some(thought.to_string());
+                    } else {
+                        content = Some(reasoning::inline(thought, parts.answer));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut entries: Vec<(String, Value)> = Vec::with_capacity(4 + message.extra.len());
+        entries.push(("role".into(), Value::from(message.role.as_str())));
+        // transformers (5.x) leaves a null content out of the message: the template sees it undefined.
+        if let Some(content) = content {
+            entries.push(("content".into(), Value::from(content)));
+        }
+        if let Some(calls) = &message.tool_calls {
+            entries.push(("tool_calls".into(), exact_json::to_template(&serde_json::Value::from(calls.clone()))?));
+        }
+        if let Some(thought) = reasoning_content {
+            entries.push(("reasoning_content".into(), Value::from(thought)));
+        }
+        for (key, value) in &message.extra {
+            entries.push((key.clone(), exact_json::to_template(value)?));
+        }
+        Ok(Value::from_iter(entries))
+    }
+
+    fn tools_value(conversation: &Conversation) -> std::result::Result<Value, Reject> {
+        if conversation.tools.is_empty() {
+            Ok(Value::from(()))
         } else {
-            self.render_by_prefixes(conversation, &messages, &tools)
+            exact_json::to_template(&serde_json::Value::from(conversation.tools.clone()))
+        }
+    }
+
+    /// One rendering of the whole conversation with a span per assistant message.
+    fn render_whole(&self, conversation: &Conversation, policy: ReasoningPolicy) -> std::result::Result<Rendered, Reject> {
+        let messages = self.message_values(conversation, policy)?;
+        let context = Context::new(self, conversation)?;
+        if self.has_generation {
+            self.render_marked(conversation, &messages, &context)
+        } else {
+            self.render_by_prefixes(conversation, &messages, &context, policy)
         }
     }
 
     /// The plain rendering of a whole conversation (no generation prompt), for tests.
     #[cfg(test)]
     pub fn render_text_for_tests(&self, conversation: &Conversation) -> std::result::Result<String, Reject> {
-        let messages: Vec<Value> = conversation.messages.iter().map(message_value).collect();
-        self.render_messages(&messages, &Value::from(()), false)
+        let messages = self.message_values(conversation, ReasoningPolicy::Train)?;
+        self.render_messages(&messages, &Context::new(self, conversation)?, false)
     }
 
-    fn render_messages(&self, messages: &[Value], tools: &Value, add_generation_prompt: bool) -> std::result::Result<String, Reject> {
-        let mut context: Vec<(&str, Value)> = vec![
+    fn render_messages(&self, messages: &[Value], context: &Context, add_generation_prompt: bool) -> std::result::Result<String, Reject> {
+        let mut variables: Vec<(&str, Value)> = vec![
             ("messages", Value::from(messages.to_vec())),
-            ("tools", tools.clone()),
+            ("tools", context.tools.clone()),
             ("documents", Value::from(())),
             ("add_generation_prompt", Value::from(add_generation_prompt)),
         ];
         for (name, token) in &self.special.named {
-            context.push((name.as_str(), Value::from(token.as_str())));
+            variables.push((name.as_str(), Value::from(token.as_str())));
         }
-        let context: Value = context.into_iter().collect();
+        // Later entries win: record-level context over the run's keyword arguments.
+        for (name, value) in self.kwargs.iter().chain(context.record.iter()) {
+            variables.push((name.as_str(), value.clone()));
+        }
+        let variables: Value = variables.into_iter().collect();
         let template = self.env.get_template(NAME).map_err(template_reject)?;
-        template.render(context).map_err(template_reject)
+        template.render(variables).map_err(template_reject)
     }
 
-    fn render_marked(&self, conversation: &Conversation, messages: &[Value], tools: &Value) -> std::result::Result<Rendered, Reject> {
-        let marked = self.render_messages(messages, tools, false)?;
+    /// A rendering without `{% generation %}` markers.
+    fn render_plain(&self, messages: &[Value], context: &Context, add_generation_prompt: bool) -> std::result::Result<String, Reject> {
+        let text = self.render_messages(messages, context, add_generation_prompt)?;
+        if !self.has_generation {
+            return Ok(text);
+        }
+        generation::extract(&text)
+            .map(|(text, _)| text)
+            .ok_or_else(|| Reject::new(RejectReason::SpanNotFound, "{% generation %} blocks are nested or unbalanced"))
+    }
+
+    fn render_marked(&self, conversation: &Conversation, messages: &[Value], context: &Context) -> std::result::Result<Rendered, Reject> {
+        let marked = self.render_messages(messages, context, false)?;
         let (text, blocks) = generation::extract(&marked)
             .ok_or_else(|| Reject::new(RejectReason::SpanNotFound, "{% generation %} blocks are nested or unbalanced"))?;
         let assistants: Vec<usize> = assistant_indices(conversation).collect();
@@ -138,7 +289,7 @@ impl JinjaTemplate {
                 format!("the template marked {} generation blocks for {} assistant messages", blocks.len(), assistants.len()),
             ));
         }
-        let spans = blocks
+        let spans: Vec<Span> = blocks
             .into_iter()
             .zip(assistants)
             .map(|((start, end), message)| {
@@ -149,55 +300,79 @@ impl JinjaTemplate {
                 Span { message, start, eot_start, end }
             })
             .collect();
-        Ok(Rendered { text, spans })
+        // Each block must hold its own message (a template could mark the wrong text).
+        for span in &spans {
+            check_content(&conversation.messages[span.message], &text[span.start..span.eot_start], span.message)?;
+        }
+        Ok(Rendered::whole(text, spans))
     }
 
-    fn render_by_prefixes(&self, conversation: &Conversation, messages: &[Value], tools: &Value) -> std::result::Result<Rendered, Reject> {
-        let text = self.render_messages(messages, tools, false)?;
-        let Some(eot) = &self.end_of_turn else {
-            return Err(Reject::new(
-                RejectReason::SpanNotFound,
-                "the template closes assistant turns with no special token, so their end cannot be found; \
-                 add {% generation %} blocks to the template",
-            ));
-        };
-        if let Some(index) = assistant_indices(conversation).find(|&i| conversation.messages[i].content.contains(eot.as_str())) {
+    fn render_by_prefixes(
+        &self,
+        conversation: &Conversation,
+        messages: &[Value],
+        context: &Context,
+        policy: ReasoningPolicy,
+    ) -> std::result::Result<Rendered, Reject> {
+        let text = self.render_messages(messages, context, false)?;
+        let eot = self.required_end_of_turn()?;
+        if let Some(index) = assistant_indices(conversation).find(|&i| conversation.messages[i].text().contains(eot)) {
             return Err(Reject::new(
                 RejectReason::SpanNotFound,
                 format!("assistant message {} contains the end-of-turn token {eot} in its text", index + 1),
             ));
         }
-        match self.spans_by_prefixes(conversation, messages, tools, &text, eot) {
-            Ok(spans) => Ok(Rendered { text, spans }),
+        match self.spans_by_prefixes(conversation, messages, context, &text, eot) {
+            Ok(spans) => Ok(Rendered::whole(text, spans)),
             Err(prefix_reject) => {
-                let replies: Vec<(usize, &str)> =
-                    assistant_indices(conversation).map(|i| (i, conversation.messages[i].content.as_str())).collect();
+                let replies: Vec<(usize, String)> = assistant_indices(conversation)
+                    .map(|i| (i, messages[i].get_attr("content").ok().and_then(|c| c.as_str().map(str::to_string)).unwrap_or_default()))
+                    .collect();
+                let reply_refs: Vec<(usize, &str)> = replies.iter().map(|(i, r)| (*i, r.as_str())).collect();
                 let render_marked = |markers: &[String]| {
                     let mut marked = messages.to_vec();
                     for ((index, _), marker) in replies.iter().zip(markers) {
                         let mut message = conversation.messages[*index].clone();
-                        message.content = marker.clone();
-                        marked[*index] = message_value(&message);
+                        message.content = Some(marker.clone());
+                        message.reasoning = None;
+                        marked[*index] = self.message_value(&message, *index, policy)?;
                     }
-                    self.render_messages(&marked, tools, false)
+                    self.render_messages(&marked, context, false)
                 };
-                let spans = markers::find_spans(&text, &replies, render_marked, self.generation_prompt.as_deref(), eot)
+                let spans = markers::find_spans(&text, &reply_refs, render_marked, self.generation_prompt.as_deref(), eot)
                     .map_err(|e| Reject::new(e.reason, format!("{}; {}", prefix_reject.detail, e.detail)))?;
                 for span in &spans {
                     check_content(&conversation.messages[span.message], &text[span.start..span.eot_start], span.message)?;
                 }
-                Ok(Rendered { text, spans })
+                Ok(Rendered::whole(text, spans))
             }
         }
     }
 
+    fn required_end_of_turn(&self) -> std::result::Result<&str, Reject> {
+        self.end_of_turn.as_deref().ok_or_else(|| {
+            Reject::new(
+                RejectReason::SpanNotFound,
+                "the template closes assistant turns with no special token, so their end cannot be found; \
+                 add {% generation %} blocks to the template",
+            )
+        })
+    }
+
     /// Spans when the conversation before each assistant message, rendered with the generation
     /// prompt, is a prefix of the whole rendering (most templates): one render per reply.
-    fn spans_by_prefixes(&self, conversation: &Conversation, messages: &[Value], tools: &Value, text: &str, eot: &str) -> std::result::Result<Vec<Span>, Reject> {
+    fn spans_by_prefixes(
+        &self,
+        conversation: &Conversation,
+        messages: &[Value],
+        context: &Context,
+        text: &str,
+        eot: &str,
+    ) -> std::result::Result<Vec<Span>, Reject> {
         let mut spans = Vec::new();
         let mut previous_end = 0;
         for index in assistant_indices(conversation) {
-            let prompt = self.render_messages(&messages[..index], tools, true)?;
+            let prompt = self.render_messages(&messages[..index], context, true)?;
             if !text.starts_with(&prompt) || prompt.len() < previous_end {
                 return Err(Reject::new(
                     RejectReason::SpanNotFound,
@@ -217,30 +392,184 @@ impl JinjaTemplate {
         Ok(spans)
     }
 
+    /// One sample per trained turn (DESIGN §3.1): the template's own prompt for the messages
+    /// before the turn, then the completion the model generates after it.
+    fn render_turns(&self, conversation: &Conversation, turns: &TurnOptions) -> std::result::Result<Vec<Rendered>, Reject> {
+        let messages = self.message_values(conversation, turns.reasoning)?;
+        let context = Context::new(self, conversation)?;
+        let eot = self.required_end_of_turn()?;
+        let mut samples = Vec::new();
+        for index in trained_turns(conversation, turns.last_only) {
+            let (prompt, completion) = self.prompt_and_completion(conversation, &messages, &context, index, turns.reasoning, eot)?;
+            let text = format!("{prompt}{completion}");
+            let span = Span { message: index, start: prompt.len(), eot_start: text.len() - eot.len(), end: text.len() };
+            turns::check_turn(conversation, index, &text[span.start..span.eot_start], turns.reasoning)?;
+            samples.push(Rendered { text, spans: vec![span], split: Some((prompt.len(), index)) });
+        }
+        Ok(samples)
+    }
+
+    /// The whole conversation as the model wrote it (`--history as-written`): each assistant turn
+    /// is its completion (reasoning included), and what the template writes between turns comes
+    /// from its own prompts. One sample holds every turn; the prompt of a later turn is its
+    /// history as generated, not as the template would re-render it.
+    fn render_as_written(&self, conversation: &Conversation, policy: ReasoningPolicy) -> std::result::Result<Rendered, Reject> {
+        let messages = self.message_values(conversation, policy)?;
+        let context = Context::new(self, conversation)?;
+        let eot = self.required_end_of_turn()?;
+        let mut text = String::new();
+        let mut spans = Vec::new();
+        let mut previous: Option<String> = None;
+        for index in assistant_indices(conversation) {
+            let (prompt, completion) = self.prompt_and_completion(conversation, &messages, &context, index, policy, eot)?;
+            let between = match &previous {
+                None => prompt.as_str(),
+                Some(before) => {
+                    let opened = before.len() - self.reasoning_open.len();
+                    let base = if prompt.starts_with(before.as_str()) {
+                        before.len()
+                    } else if !self.reasoning_open.is_empty() && before.ends_with(&self.reasoning_open) && prompt.starts_with(&before[..opened]) {
+                        opened
+                    } else {
+                        return Err(Reject::new(
+                            RejectReason::SpanNotFound,
+                            format!("the template's prompt for message {} does not start with its prompt for the turn before", index + 1),
+                        ));
+                    };
+                    let eot_at = prompt[base..].find(eot).ok_or_else(|| {
+                        Reject::new(RejectReason::SpanNotFound, format!("no {eot} closes the turn before message {}", index + 1))
+                    })?;
+                    &prompt[base + eot_at + eot.len()..]
+                }
+            };
+            text.push_str(between);
+            let start = text.len();
+            text.push_str(&completion);
+            spans.push(Span { message: index, start, eot_start: text.len() - eot.len(), end: text.len() });
+            previous = Some(prompt);
+        }
+        Ok(Rendered::whole(text, spans))
+    }
+
+    /// The template's prompt for the messages before `index` (with the generation prompt) and the
+    /// completion the model generates after it: the template's own rendering of the turn as the
+    /// conversation's last message, through the end-of-turn token. When the prompt opens a
+    /// reasoning block that the template's rendering of the turn does not hold (DeepSeek-R1
+    /// distills strip reasoning even from the last turn), the completion is the reasoning as
+    /// written, through `</think>`, followed by the template's rendering of the rest.
+    fn prompt_and_completion(
+        &self,
+        conversation: &Conversation,
+        messages: &[Value],
+        context: &Context,
+        index: usize,
+        policy: ReasoningPolicy,
+        eot: &str,
+    ) -> std::result::Result<(String, String), Reject> {
+        let prompt = self.render_plain(&messages[..index], context, true)?;
+        let full = self.render_plain(&messages[..=index], context, false)?;
+        let rest_after = |at: usize| -> std::result::Result<&str, Reject> {
+            let rest = &full[at..];
+            let eot_at = rest
+                .find(eot)
+                .ok_or_else(|| Reject::new(RejectReason::SpanNotFound, format!("no {eot} after assistant message {}", index + 1)))?;
+            Ok(&rest[..eot_at + eot.len()])
+        };
+        let completion = if full.starts_with(&prompt) {
+            rest_after(prompt.len())?.to_string()
+        } else if !self.reasoning_open.is_empty()
+            && prompt.ends_with(&self.reasoning_open)
+            && full.starts_with(&prompt[..prompt.len() - self.reasoning_open.len()])
+        {
+            let rendered_rest = rest_after(prompt.len() - self.reasoning_open.len())?;
+            format!("{}{rendered_rest}", self.written_reasoning(&messages[index], &conversation.messages[index], index, policy)?)
+        } else {
+            return Err(Reject::new(
+                RejectReason::SpanNotFound,
+                format!("the template renders assistant message {} differently from the prompt it builds for it", index + 1),
+            ));
+        };
+        Ok((prompt, completion))
+    }
+
+    /// The reasoning the model writes after a prompt that opened the block: the content as the
+    /// template was given it, from after the opening marker through `</think>`.
+    fn written_reasoning(&self, value: &Value, message: &Message, index: usize, policy: ReasoningPolicy) -> std::result::Result<String, Reject> {
+        let parts = reasoning::parts(message, index)?;
+        if parts.reasoning.is_none() || policy == ReasoningPolicy::Drop {
+            let why = if policy == ReasoningPolicy::Drop { "--reasoning drop cannot remove it" } else { "the message has no reasoning" };
+            return Err(Reject::new(
+                RejectReason::MissingReasoning,
+                format!(
+                    "the template's generation prompt opens a reasoning block ({}) that the model must close, but {why} (assistant message {})",
+                    self.reasoning_open.trim_end(),
+                    index + 1
+                ),
+            ));
+        }
+        let content = value.get_attr("content").ok().and_then(|c| c.as_str().map(str::to_string)).unwrap_or_default();
+        let close = content.find(reasoning::CLOSE).map(|at| at + reasoning::CLOSE.len()).ok_or_else(|| {
+            Reject::new(RejectReason::MissingReasoning, format!("assistant message {}: the template was not given its reasoning inline", index + 1))
+        })?;
+        let written = &content[..close];
+        let written = written.strip_prefix(self.reasoning_open.as_str()).or_else(|| written.strip_prefix(reasoning::OPEN)).unwrap_or(written);
+        Ok(written.to_string())
+    }
+
     /// The assistant header: what `[user]` rendered with the generation prompt adds to `[user]`.
     fn probe_generation_prompt(&self) -> Option<String> {
-        let user = Message { role: Role::User, content: "fastsft probe question".into(), tool_calls: None, train: None };
-        let values = vec![message_value(&user)];
-        let with = self.render_messages(&values, &Value::from(()), true).ok()?;
-        let without = self.render_messages(&values, &Value::from(()), false).ok()?;
+        let values = vec![plain_value(&Message::new(Role::User, "fastsft probe question"))];
+        let context = Context::empty();
+        let with = self.render_plain(&values, &context, true).ok()?;
+        let without = self.render_plain(&values, &context, false).ok()?;
         with.strip_prefix(without.as_str()).map(str::to_string)
+    }
+
+    /// The part of the generation prompt that opens a reasoning block: what follows the header
+    /// the template writes before an assistant reply it renders (`<think>\n` for QwQ).
+    fn probe_reasoning_open(&self) -> String {
+        let Some(prompt) = &self.generation_prompt else { return String::new() };
+        let probe = [Message::new(Role::User, "fastsft probe question"), Message::new(Role::Assistant, PROBE_REPLY)];
+        let values: Vec<Value> = probe.iter().map(plain_value).collect();
+        let context = Context::empty();
+        let (Ok(user), Ok(both)) = (self.render_plain(&values[..1], &context, false), self.render_plain(&values, &context, false)) else {
+            return String::new();
+        };
+        let Some(turn) = both.strip_prefix(user.as_str()) else { return String::new() };
+        let common = prompt.char_indices().zip(turn.chars()).take_while(|((_, a), b)| a == b).last().map_or(0, |((at, c), _)| at + c.len_utf8());
+        let open = &prompt[common..];
+        if open.starts_with(reasoning::OPEN) {
+            open.to_string()
+        } else {
+            String::new()
+        }
+    }
+
+    /// Whether a `reasoning_content` field shows up in the rendering of a last assistant turn.
+    fn probe_reads_reasoning_content(&self) -> bool {
+        const THOUGHT: &str = "fastsft probe thought";
+        let mut assistant = plain_value_entries(&Message::new(Role::Assistant, PROBE_REPLY));
+        assistant.push(("reasoning_content".into(), Value::from(THOUGHT)));
+        let values = vec![plain_value(&Message::new(Role::User, "fastsft probe question")), Value::from_iter(assistant)];
+        self.render_plain(&values, &Context::empty(), false).is_ok_and(|text| text.contains(THOUGHT))
     }
 
     /// Renders `[user, assistant]` (with a system turn if the template insists) and takes the
     /// first special token after the assistant's text: `<|im_end|>`, `<|eot_id|>`, `</s>`, ...
     fn probe_end_of_turn(&self) -> Option<String> {
-        const REPLY: &str = "fastsft probe reply";
-        let turn = |role, content: &str| Message { role, content: content.into(), tool_calls: None, train: None };
         let probes = [
-            vec![turn(Role::User, "fastsft probe question"), turn(Role::Assistant, REPLY)],
-            vec![turn(Role::System, "fastsft probe system"), turn(Role::User, "fastsft probe question"), turn(Role::Assistant, REPLY)],
+            vec![Message::new(Role::User, "fastsft probe question"), Message::new(Role::Assistant, PROBE_REPLY)],
+            vec![
+                Message::new(Role::System, "fastsft probe system"),
+                Message::new(Role::User, "fastsft probe question"),
+                Message::new(Role::Assistant, PROBE_REPLY),
+            ],
         ];
         for probe in probes {
-            let values: Vec<Value> = probe.iter().map(message_value).collect();
-            let Ok(text) = self.render_messages(&values, &Value::from(()), false) else { continue };
-            let text = generation::extract(&text).map(|(t, _)| t).unwrap_or(text);
-            let Some(at) = text.rfind(REPLY) else { continue };
-            let after = &text[at + REPLY.len()..];
+            let values: Vec<Value> = probe.iter().map(plain_value).collect();
+            let Ok(text) = self.render_plain(&values, &Context::empty(), false) else { continue };
+            let Some(at) = text.rfind(PROBE_REPLY) else { continue };
+            let after = &text[at + PROBE_REPLY.len()..];
             return self
                 .special
                 .special
@@ -253,15 +582,57 @@ impl JinjaTemplate {
     }
 }
 
+const PROBE_REPLY: &str = "fastsft probe reply";
+
+/// Template variables besides the messages: tools, and the record's own context.
+struct Context {
+    tools: Value,
+    record: Vec<(String, Value)>,
+}
+
+impl Context {
+    fn new(_template: &JinjaTemplate, conversation: &Conversation) -> std::result::Result<Context, Reject> {
+        let record = conversation
+            .context
+            .iter()
+            .map(|(k, v)| exact_json::to_template(v).map(|v| (k.clone(), v)))
+            .collect::<std::result::Result<Vec<_>, Reject>>()?;
+        Ok(Context { tools: JinjaTemplate::tools_value(conversation)?, record })
+    }
+
+    fn empty() -> Context {
+        Context { tools: Value::from(()), record: Vec::new() }
+    }
+}
+
+/// A conversation the native renderers can take: nothing beyond role, text and tool calls.
+fn is_plain(conversation: &Conversation) -> bool {
+    conversation.context.is_empty()
+        && conversation.messages.iter().all(|m| {
+            m.content.is_some()
+                && m.extra.keys().all(|k| k == "train" || k == "weight")
+                && m.reasoning.is_none()
+                && !m.text().contains(reasoning::CLOSE)
+        })
+}
+
+fn plain_value_entries(message: &Message) -> Vec<(String, Value)> {
+    vec![("role".into(), Value::from(message.role.as_str())), ("content".into(), Value::from(message.text()))]
+}
+
+/// A probe message: role and content only.
+fn plain_value(message: &Message) -> Value {
+    Value::from_iter(plain_value_entries(message))
+}
+
 fn assistant_indices(conversation: &Conversation) -> impl Iterator<Item = usize> + '_ {
     conversation.messages.iter().enumerate().filter(|(_, m)| m.role == Role::Assistant).map(|(i, _)| i)
 }
 
-/// The span must hold the message's text (templates may trim it), so that a reply containing
+/// The span must hold the message's answer (templates may trim it), so that a reply containing
 /// the end-of-turn string itself, or a template that moves text around, is caught.
 fn check_content(message: &Message, span: &str, index: usize) -> std::result::Result<(), Reject> {
-    // Reasoning templates (Qwen3) re-render or drop a `<think>` block: check the answer after it.
-    let answer = message.content.rsplit_once("</think>").map_or(message.content.as_str(), |(_, answer)| answer);
+    let answer = reasoning::parts(message, index).map_or(message.text(), |p| p.answer);
     let content = answer.trim_matches(super::pystr::is_python_space);
     if content.is_empty() || span.contains(content) {
         return Ok(());
@@ -272,13 +643,14 @@ fn check_content(message: &Message, span: &str, index: usize) -> std::result::Re
     ))
 }
 
-/// What a template sees of a message: `role`, `content`, and `tool_calls` only where present.
-fn message_value(message: &Message) -> Value {
-    let mut entries: Vec<(&str, Value)> = vec![("role", Value::from(message.role.as_str())), ("content", Value::from(message.content.as_str()))];
-    if let Some(calls) = &message.tool_calls {
-        entries.push(("tool_calls", Value::from_serialize(calls)));
+/// Python's `str()` for floats (`1e+16`, `1.0`); minijinja's own `string` otherwise.
+fn python_string(state: &minijinja::State, value: &Value) -> std::result::Result<Value, minijinja::Error> {
+    if value.kind() == minijinja::value::ValueKind::Number && !value.is_integer() {
+        if let Ok(float) = f64::try_from(value.clone()) {
+            return Ok(Value::from(python_float_repr(float)));
+        }
     }
-    entries.into_iter().collect()
+    minijinja::filters::string(state, value)
 }
 
 fn template_reject(error: minijinja::Error) -> Reject {

@@ -13,15 +13,20 @@ mod markers;
 mod native;
 pub mod pyjson;
 mod pystr;
+pub mod reasoning;
 mod strftime;
+mod turns;
 
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::schema::{Conversation, Reject};
+use crate::schema::{Conversation, Reject, Role};
 use crate::source::hex;
+
+pub use reasoning::{HistoryTurns, ReasoningPolicy, SplitTurns};
+pub use strftime::parse_date;
 
 /// The trainable span of one assistant message, as byte offsets into the rendered text.
 /// `[eot_start, end)` is the end-of-turn marker (empty when the template has none in the span).
@@ -33,10 +38,61 @@ pub struct Span {
     pub end: usize,
 }
 
+/// One sample's text and spans. A whole conversation is tokenized in one piece, as
+/// `apply_chat_template(tokenize=True)` does. A per-turn sample (`--split-turns`) is the
+/// template's own prompt for the turn, `text[..prompt_len]`, followed by the completion the model
+/// generates after it; the two are tokenized apart, as at inference.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rendered {
     pub text: String,
     pub spans: Vec<Span>,
+    /// Per-turn samples only: the length of the prompt and the message index of the turn.
+    pub split: Option<(usize, usize)>,
+}
+
+impl Rendered {
+    pub fn whole(text: String, spans: Vec<Span>) -> Rendered {
+        Rendered { text, spans, split: None }
+    }
+}
+
+/// How assistant turns become samples (DESIGN §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TurnOptions {
+    pub reasoning: ReasoningPolicy,
+    pub split: SplitTurns,
+    pub history: HistoryTurns,
+    /// Only the last assistant turn trains (`--train-on last`).
+    pub last_only: bool,
+}
+
+impl Default for TurnOptions {
+    fn default() -> Self {
+        TurnOptions { reasoning: ReasoningPolicy::Train, split: SplitTurns::Auto, history: HistoryTurns::Template, last_only: false }
+    }
+}
+
+/// What `apply_chat_template(**kwargs)` would be given besides the messages: template keyword
+/// arguments (`enable_thinking=False`, ...) and the date `strftime_now` reports.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateOptions {
+    pub kwargs: Vec<(String, serde_json::Value)>,
+    /// `YYYY-MM-DD`: pins `strftime_now` for reproducible runs; `None` is local time, as in
+    /// transformers.
+    pub date: Option<String>,
+}
+
+/// The assistant messages that train: not switched off by `"train": false`, and only the last
+/// one under `--train-on last`.
+pub fn trained_turns(conversation: &Conversation, last_only: bool) -> Vec<usize> {
+    let assistants: Vec<usize> =
+        conversation.messages.iter().enumerate().filter(|(_, m)| m.role == Role::Assistant).map(|(i, _)| i).collect();
+    let last = assistants.last().copied();
+    assistants
+        .into_iter()
+        .filter(|&i| conversation.messages[i].train != Some(false))
+        .filter(|&i| !last_only || Some(i) == last)
+        .collect()
 }
 
 /// Token strings the template sees (`bos_token`, ...) and the tokenizer's special tokens, which
@@ -68,7 +124,7 @@ pub struct TemplateInfo {
 impl Template {
     /// `choice`: `None` for the model's own template, `"chatml"` for the built-in one, or a path
     /// to a `.jinja` file.
-    pub fn load(choice: Option<&str>, tokenizer_dir: &Path, special: SpecialTokens) -> Result<(Template, TemplateInfo)> {
+    pub fn load(choice: Option<&str>, tokenizer_dir: &Path, special: SpecialTokens, options: &TemplateOptions) -> Result<(Template, TemplateInfo)> {
         match choice {
             Some("chatml") => {
                 let info = TemplateInfo {
@@ -80,29 +136,45 @@ impl Template {
             }
             Some(path) => {
                 let source = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-                Self::jinja(&source, path.to_string(), special)
+                Self::jinja(&source, path.to_string(), special, options)
             }
             None => {
                 let (source, name) = model_template(tokenizer_dir)?;
-                Self::jinja(&source, name, special)
+                Self::jinja(&source, name, special, options)
             }
         }
     }
 
-    fn jinja(source: &str, name: String, special: SpecialTokens) -> Result<(Template, TemplateInfo)> {
-        let template = jinja::JinjaTemplate::new(source, special)?;
+    fn jinja(source: &str, name: String, special: SpecialTokens, options: &TemplateOptions) -> Result<(Template, TemplateInfo)> {
+        let template = jinja::JinjaTemplate::new(source, special, options).map_err(|e| match e {
+            Error::Template { detail } => Error::template(format!("{name}: {detail}")),
+            other => other,
+        })?;
         let renderer = match template.native_family() {
-            Some(family) => format!("native {family:?} (self-checked against the template)"),
+            Some(family) => format!("native {family:?} (for this exact template text, self-checked)"),
             None => "jinja".into(),
         };
         let info = TemplateInfo { name, sha256: sha256_hex(source.as_bytes()), renderer };
         Ok((Template::Jinja(Box::new(template)), info))
     }
 
-    pub fn render(&self, conversation: &Conversation) -> std::result::Result<Rendered, Reject> {
+    #[cfg(test)]
+    pub fn render_text_for_tests(&self, conversation: &Conversation) -> std::result::Result<String, Reject> {
         match self {
-            Template::ChatMl(t) => t.render(conversation),
-            Template::Jinja(t) => t.render(conversation),
+            Template::Jinja(t) => t.render_text_for_tests(conversation),
+            Template::ChatMl(t) => t.render(conversation).map(|r| r.text),
+        }
+    }
+
+    /// One sample per conversation, or one per trained turn when `--split-turns` asks for it.
+    pub fn render(&self, conversation: &Conversation, turns: &TurnOptions) -> std::result::Result<Vec<Rendered>, Reject> {
+        match self {
+            Template::ChatMl(t) => {
+                let rendered = t.render(conversation)?;
+                turns::check_whole(conversation, &rendered, turns)?;
+                Ok(vec![rendered])
+            }
+            Template::Jinja(t) => t.render(conversation, turns),
         }
     }
 }

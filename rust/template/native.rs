@@ -20,6 +20,17 @@ pub enum Family {
 
 pub const FAMILIES: [Family; 3] = [Family::Qwen25, Family::Llama31, Family::MistralV03];
 
+/// The sha256 of the template text each renderer was written for (the `chat_template` of the
+/// shipped Qwen2.5-Instruct, Llama-3.1-Instruct and Mistral-7B-Instruct-v0.3 tokenizers). Any
+/// other template, however similar, renders through Jinja.
+pub fn template_sha256(family: Family) -> &'static str {
+    match family {
+        Family::Qwen25 => "cd8e9439f0570856fd70470bf8889ebd8b5d1107207f67a5efb46e342330527f",
+        Family::Llama31 => "e10ca381b1ccc5cf9db52e371f3b6651576caee0a630b452e2816b2d404d4b65",
+        Family::MistralV03 => "e16746b40344d6c5b5265988e0328a0bf7277be86f1c335156eae07e29c82826",
+    }
+}
+
 pub struct NativeTemplate {
     pub family: Family,
     bos: String,
@@ -50,10 +61,10 @@ impl NativeTemplate {
             return None;
         }
         let (system, rest) = match messages.split_first() {
-            Some((first, rest)) if first.role == Role::System => (first.content.trim_matches(is_python_space), rest),
+            Some((first, rest)) if first.role == Role::System => (first.text().trim_matches(is_python_space), rest),
             _ => ("", &messages[..]),
         };
-        let mut text = String::with_capacity(256 + messages.iter().map(|m| m.content.len() + 48).sum::<usize>());
+        let mut text = String::with_capacity(256 + messages.iter().map(|m| m.text().len() + 48).sum::<usize>());
         text.push_str(&self.bos);
         text.push_str("<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n");
         text.push_str(system);
@@ -65,7 +76,7 @@ impl NativeTemplate {
             text.push_str(message.role.as_str());
             text.push_str("<|end_header_id|>\n\n");
             let start = text.len();
-            text.push_str(message.content.trim_matches(is_python_space));
+            text.push_str(message.text().trim_matches(is_python_space));
             let eot_start = text.len();
             text.push_str("<|eot_id|>");
             if message.role == Role::Assistant {
@@ -83,7 +94,7 @@ impl NativeTemplate {
             return None;
         }
         let (system, rest) = match messages.split_first() {
-            Some((first, rest)) if first.role == Role::System => (Some(first.content.as_str()), rest),
+            Some((first, rest)) if first.role == Role::System => (Some(first.text()), rest),
             _ => (None, &messages[..]),
         };
         for (i, message) in rest.iter().enumerate() {
@@ -104,13 +115,13 @@ impl NativeTemplate {
                         text.push_str(system);
                         text.push_str("\n\n");
                     }
-                    text.push_str(&message.content);
+                    text.push_str(message.text());
                     text.push_str("[/INST]");
                 }
                 Role::Assistant => {
                     let start = text.len();
                     text.push(' ');
-                    text.push_str(message.content.trim_matches(is_python_space));
+                    text.push_str(message.text().trim_matches(is_python_space));
                     let eot_start = text.len();
                     text.push_str(&self.eos);
                     spans.push(Span { message: offset + i, start, eot_start, end: text.len() });
@@ -129,10 +140,10 @@ impl NativeTemplate {
 /// Like the Jinja path: the template renders first (its own errors win), then a reply that
 /// contains the end-of-turn token is rejected.
 fn finish(conversation: &Conversation, text: String, spans: Vec<Span>, eot: &str) -> Rendering {
-    let offending = conversation.messages.iter().position(|m| m.role == Role::Assistant && !eot.is_empty() && m.content.contains(eot));
+    let offending = conversation.messages.iter().position(|m| m.role == Role::Assistant && !eot.is_empty() && m.text().contains(eot));
     Some(match offending {
         Some(index) => Err(eot_in_reply(index, eot)),
-        None => Ok(Rendered { text, spans }),
+        None => Ok(Rendered::whole(text, spans)),
     })
 }
 
@@ -149,10 +160,10 @@ const QWEN_SYSTEM: &str = "You are Qwen, created by Alibaba Cloud. You are a hel
 /// Qwen2.5's template, tools and tool calls included.
 fn qwen25(conversation: &Conversation) -> Rendering {
     let messages = &conversation.messages;
-    let json = |v: &serde_json::Value| to_python_json(v, &PyJsonOptions::default()).ok();
-    let mut text = String::with_capacity(512 + messages.iter().map(|m| m.content.len() + 32).sum::<usize>());
+    let json = |v: &serde_json::Value| to_python_json(&crate::exact_json::to_template(v).ok()?, &PyJsonOptions::default()).ok();
+    let mut text = String::with_capacity(512 + messages.iter().map(|m| m.text().len() + 32).sum::<usize>());
     let first_is_system = messages.first().is_some_and(|m| m.role == Role::System);
-    let system = if first_is_system { messages[0].content.as_str() } else { QWEN_SYSTEM };
+    let system = if first_is_system { messages[0].text() } else { QWEN_SYSTEM };
     if conversation.tools.is_empty() {
         text.push_str("<|im_start|>system\n");
         text.push_str(system);
@@ -174,9 +185,9 @@ fn qwen25(conversation: &Conversation) -> Rendering {
             Role::Assistant if message.tool_calls.is_some() => {
                 text.push_str("<|im_start|>assistant");
                 let start = text.len() + 1; // after the newline that opens content or the first call
-                if !message.content.is_empty() {
+                if !message.text().is_empty() {
                     text.push('\n');
-                    text.push_str(&message.content);
+                    text.push_str(message.text());
                 }
                 for call in message.tool_calls.iter().flatten() {
                     let function = call.get("function").unwrap_or(call);
@@ -198,7 +209,7 @@ fn qwen25(conversation: &Conversation) -> Rendering {
                     text.push_str("<|im_start|>user");
                 }
                 text.push_str("\n<tool_response>\n");
-                text.push_str(&message.content);
+                text.push_str(message.text());
                 text.push_str("\n</tool_response>");
                 if i + 1 == messages.len() || messages[i + 1].role != Role::Tool {
                     text.push_str("<|im_end|>\n");
@@ -209,7 +220,7 @@ fn qwen25(conversation: &Conversation) -> Rendering {
                 text.push_str(role.as_str());
                 text.push('\n');
                 let start = text.len();
-                text.push_str(&message.content);
+                text.push_str(message.text());
                 let eot_start = text.len();
                 text.push_str("<|im_end|>");
                 if role == Role::Assistant {
@@ -225,19 +236,20 @@ fn qwen25(conversation: &Conversation) -> Rendering {
 /// Conversations the self-check renders both ways: turns, systems, edge whitespace, Unicode,
 /// template-looking text, tool use, and shapes the templates refuse.
 pub fn probe_set() -> Vec<Conversation> {
-    let m = |role, content: &str| Message { role, content: content.into(), tool_calls: None, train: None };
+    let m = |role, content: &str| Message::new(role, content);
     let call = |name: &str, args: serde_json::Value| {
         serde_json::json!({"type": "function", "function": {"name": name, "arguments": args}})
     };
     let tool = serde_json::json!({"type": "function", "function": {"name": "get_weather", "description": "Weather <now> & \"here\"",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1.5}}}}});
-    let plain = |messages: Vec<Message>| Conversation { messages, tools: Vec::new() };
+    let plain = |messages: Vec<Message>| Conversation { messages, ..Default::default() };
+    let with_tool_calls = |content: &str, calls: Vec<serde_json::Value>| Message { tool_calls: Some(calls), ..Message::new(Role::Assistant, content) };
     let mut with_calls = plain(vec![
         m(Role::User, "Weather in Paris?"),
-        Message { role: Role::Assistant, content: String::new(), tool_calls: Some(vec![call("get_weather", serde_json::json!({"city": "Paris", "days": 2}))]), train: None },
+        with_tool_calls("", vec![call("get_weather", serde_json::json!({"city": "Paris", "days": 2}))]),
         m(Role::Tool, "{\"temp\": 21}"),
         m(Role::Tool, "second result"),
-        Message { role: Role::Assistant, content: "Checking again.".into(), tool_calls: Some(vec![call("get_weather", serde_json::json!({"city": "巴黎"})), call("x", serde_json::json!({}))]), train: None },
+        with_tool_calls("Checking again.", vec![call("get_weather", serde_json::json!({"city": "巴黎"})), call("x", serde_json::json!({}))]),
         m(Role::Tool, "ok"),
         m(Role::Assistant, "It is 21 °C."),
     ]);

@@ -1,6 +1,6 @@
-//! `strftime_now(format)` for templates that print today's date (Llama 3.2 and later). Uses UTC,
-//! not local time, so runs on machines in different time zones agree on the same day; the
-//! common `%` directives only.
+//! `strftime_now(format)` for templates that print today's date (Llama 3.2 and later): local
+//! time, as transformers' `datetime.now()`, or the day `--date` pins for reproducible runs
+//! (formatted at 00:00:00). The common `%` directives only.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -57,9 +57,52 @@ pub fn format_utc(format: &str, unix_seconds: i64) -> String {
     out
 }
 
-pub fn now(format: &str) -> String {
+/// Now, in the machine's local time zone.
+pub fn now_local(format: &str) -> String {
     let seconds = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    format_utc(format, seconds)
+    format_utc(format, seconds + local_offset_seconds(seconds))
+}
+
+/// Seconds east of UTC of the local time zone at `unix_seconds` (0 where it cannot be known).
+#[cfg(unix)]
+fn local_offset_seconds(unix_seconds: i64) -> i64 {
+    let time = unix_seconds as libc::time_t;
+    // SAFETY: `localtime_r` writes only into the `tm` we own; both pointers are valid.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let result = unsafe { libc::localtime_r(&time, &mut tm) };
+    if result.is_null() {
+        0
+    } else {
+        tm.tm_gmtoff
+    }
+}
+
+#[cfg(not(unix))]
+fn local_offset_seconds(_unix_seconds: i64) -> i64 {
+    0
+}
+
+/// `YYYY-MM-DD` → seconds since the epoch at 00:00:00 of that day.
+pub fn parse_date(date: &str) -> Option<i64> {
+    let mut fields = date.split('-');
+    let (year, month, day) = (fields.next()?.parse::<i64>().ok()?, fields.next()?.parse::<u32>().ok()?, fields.next()?.parse::<u32>().ok()?);
+    if fields.next().is_some() || !(1..=12).contains(&month) || day == 0 || date.len() != 10 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    // Round-trip rejects days past the month's end (2023-02-30).
+    (civil_from_days(days) == (year, month, day)).then_some(days * 86_400)
+}
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -69,5 +112,14 @@ mod tests {
         // 2024-07-26 00:00:00 UTC was a Friday.
         assert_eq!(super::format_utc("%d %b %Y %A %H:%M", 1_721_952_000), "26 Jul 2024 Friday 00:00");
         assert_eq!(super::format_utc("%Y-%m-%d", 951_782_400), "2000-02-29");
+    }
+
+    #[test]
+    fn pinned_dates_parse_exactly() {
+        assert_eq!(super::parse_date("2024-07-26"), Some(1_721_952_000));
+        assert_eq!(super::parse_date("2000-02-29"), Some(951_782_400));
+        for bad in ["2023-02-29", "2024-13-01", "2024-7-26", "26 Jul 2024", "2024-07-26-01"] {
+            assert_eq!(super::parse_date(bad), None, "{bad}");
+        }
     }
 }

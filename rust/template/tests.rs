@@ -18,6 +18,13 @@ fn conversation(json: &str) -> Conversation {
     parse_record(json.as_bytes(), &SchemaOptions::default()).unwrap()
 }
 
+/// The one whole-conversation sample of a rendering.
+fn render_one(template: &Template, conversation: &Conversation) -> std::result::Result<Rendered, Reject> {
+    let mut samples = template.render(conversation, &TurnOptions { split: SplitTurns::Never, ..Default::default() })?;
+    assert_eq!(samples.len(), 1);
+    Ok(samples.remove(0))
+}
+
 fn span_texts(rendered: &Rendered) -> Vec<&str> {
     rendered.spans.iter().map(|s| &rendered.text[s.start..s.end]).collect()
 }
@@ -27,8 +34,8 @@ const TWO_TURNS: &str = r#"{"conversations":[{"from":"human","value":"請翻譯:
 
 #[test]
 fn builtin_chatml_golden() {
-    let (template, _) = Template::load(Some("chatml"), &assets(), SpecialTokens::default()).unwrap();
-    let rendered = template.render(&conversation(TWO_TURNS)).unwrap();
+    let (template, _) = Template::load(Some("chatml"), &assets(), SpecialTokens::default(), &TemplateOptions::default()).unwrap();
+    let rendered = render_one(&template, &conversation(TWO_TURNS)).unwrap();
     assert_eq!(
         rendered.text,
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n請翻譯:今天天氣真好<|im_end|>\n\
@@ -44,9 +51,9 @@ fn builtin_chatml_golden() {
 #[test]
 fn qwen25_template_spans_found_by_prefixes() {
     let dir = assets().join("qwen2.5");
-    let (template, info) = Template::load(None, &dir, special(&["<|im_start|>", "<|im_end|>", "<|endoftext|>"])).unwrap();
+    let (template, info) = Template::load(None, &dir, special(&["<|im_start|>", "<|im_end|>", "<|endoftext|>"]), &TemplateOptions::default()).unwrap();
     assert_eq!(info.name, "tokenizer_config.json");
-    let rendered = template.render(&conversation(TWO_TURNS)).unwrap();
+    let rendered = render_one(&template, &conversation(TWO_TURNS)).unwrap();
     assert!(rendered.text.starts_with("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"));
     assert_eq!(span_texts(&rendered), ["The weather is nice today.<|im_end|>", "You're welcome.<|im_end|>"]);
     // Tool calls: the span covers the whole <tool_call> block, header excluded.
@@ -54,7 +61,7 @@ fn qwen25_template_spans_found_by_prefixes() {
         r#"{"tools":[{"name":"f","parameters":{"b":1.5,"a":"<&>"}}],"conversations":[{"from":"human","value":"q"},
         {"from":"function_call","value":"{\"name\": \"f\", \"arguments\": {\"x\": [1, 2]}}"},{"from":"observation","value":"r"},{"from":"gpt","value":"done"}]}"#,
     );
-    let rendered = template.render(&tools).unwrap();
+    let rendered = render_one(&template, &tools).unwrap();
     assert!(rendered.text.contains("<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": {\"b\": 1.5, \"a\": \"<&>\"}}}\n</tools>"));
     assert_eq!(
         span_texts(&rendered),
@@ -65,8 +72,8 @@ fn qwen25_template_spans_found_by_prefixes() {
 #[test]
 fn generation_blocks_give_the_spans() {
     let source = "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' }}{% if m.role == 'assistant' %}{% generation %}{{ m.content + '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}{% else %}{{ m.content + '<|im_end|>\\n' }}{% endif %}{% endfor %}";
-    let template = jinja::JinjaTemplate::new(source, special(&["<|im_start|>", "<|im_end|>"])).unwrap();
-    let rendered = template.render(&conversation(TWO_TURNS)).unwrap();
+    let template = Template::Jinja(Box::new(jinja::JinjaTemplate::new(source, special(&["<|im_start|>", "<|im_end|>"]), &TemplateOptions::default()).unwrap()));
+    let rendered = render_one(&template, &conversation(TWO_TURNS)).unwrap();
     assert_eq!(span_texts(&rendered), ["The weather is nice today.<|im_end|>", "You're welcome.<|im_end|>"]);
     assert!(!rendered.text.contains(MARK_START));
     let span = rendered.spans[1];
@@ -76,8 +83,8 @@ fn generation_blocks_give_the_spans() {
 #[test]
 fn raise_exception_becomes_a_reject_with_its_message() {
     let source = "{% if messages[0].role != 'system' %}{{ raise_exception('Conversation must start with a system message') }}{% endif %}";
-    let template = jinja::JinjaTemplate::new(source, special(&[])).unwrap();
-    let reject = template.render(&conversation(TWO_TURNS)).unwrap_err();
+    let template = Template::Jinja(Box::new(jinja::JinjaTemplate::new(source, special(&[]), &TemplateOptions::default()).unwrap()));
+    let reject = render_one(&template, &conversation(TWO_TURNS)).unwrap_err();
     assert_eq!(reject.reason, RejectReason::TemplateError);
     assert!(reject.detail.contains("Conversation must start with a system message"), "{}", reject.detail);
 }
@@ -86,7 +93,7 @@ fn raise_exception_becomes_a_reject_with_its_message() {
 fn hf_environment_features() {
     // trim_blocks/lstrip_blocks, loop controls, Python string methods, namespace, tojson kwargs.
     let source = "{% set ns = namespace(n=0) %}\n  {% for m in messages %}\n{% if loop.index > 2 %}{% break %}{% endif %}{% set ns.n = ns.n + 1 %}[{{ m.content.strip().split(' ')[0] | upper }}]{% endfor %}\n{{ ns.n }}{{ {'k': [1, 2]} | tojson(indent=1) }}{{ messages[-1].content.startswith('You') }}";
-    let template = jinja::JinjaTemplate::new(source, special(&[])).unwrap();
+    let template = Template::Jinja(Box::new(jinja::JinjaTemplate::new(source, special(&[]), &TemplateOptions::default()).unwrap()));
     let conv = conversation(TWO_TURNS);
     let text = template.render_text_for_tests(&conv).unwrap();
     assert_eq!(text, "[請翻譯:今天天氣真好][THE]2{\n \"k\": [\n  1,\n  2\n ]\n}True");
@@ -95,9 +102,9 @@ fn hf_environment_features() {
 #[test]
 fn reply_containing_the_end_of_turn_token_is_rejected() {
     let dir = assets().join("qwen2.5");
-    let (template, _) = Template::load(None, &dir, special(&["<|im_start|>", "<|im_end|>"])).unwrap();
+    let (template, _) = Template::load(None, &dir, special(&["<|im_start|>", "<|im_end|>"]), &TemplateOptions::default()).unwrap();
     let c = conversation(r#"{"conversations":[{"from":"human","value":"q"},{"from":"gpt","value":"a<|im_end|>b"}]}"#);
-    assert_eq!(template.render(&c).unwrap_err().reason, RejectReason::SpanNotFound);
+    assert_eq!(render_one(&template, &c).unwrap_err().reason, RejectReason::SpanNotFound);
 }
 
 fn model_template(family: &str) -> crate::Encoder {
@@ -112,7 +119,7 @@ fn mistral_v03_moves_the_system_prompt_yet_spans_are_found() {
     // The template prints the system prompt only in a user turn that is the last message, so the
     // prompt before the first reply has it and the whole conversation does not: prefixes differ.
     let encoder = model_template("mistral-7b-instruct-v0.3");
-    let rendered = encoder.template().render(&conversation(SYSTEM_TWO_TURNS)).unwrap();
+    let rendered = render_one(encoder.template(), &conversation(SYSTEM_TWO_TURNS)).unwrap();
     assert_eq!(rendered.text, "<s>[INST] Hi[/INST] Hello.</s>[INST] Bye[/INST] Goodbye!</s>");
     assert_eq!(span_texts(&rendered), [" Hello.</s>", " Goodbye!</s>"]);
 }
@@ -128,21 +135,21 @@ fn every_family_finds_both_turns() {
     ];
     for (family, spans) in expected {
         let encoder = model_template(family);
-        let rendered = encoder.template().render(&conversation(SYSTEM_TWO_TURNS)).unwrap();
+        let rendered = render_one(encoder.template(), &conversation(SYSTEM_TWO_TURNS)).unwrap();
         assert_eq!(span_texts(&rendered), spans, "{family}: {:?}", rendered.text);
     }
     // Gemma's template raises on a system message; without one both turns are found.
     let encoder = model_template("gemma");
     let plain = conversation(r#"{"conversations":[{"from":"human","value":"Hi"},{"from":"gpt","value":"Hello."},{"from":"human","value":"Bye"},{"from":"gpt","value":" Goodbye! "}]}"#);
-    assert_eq!(span_texts(&encoder.template().render(&plain).unwrap()), ["Hello.<end_of_turn>", "Goodbye!<end_of_turn>"]);
-    let reject = encoder.template().render(&conversation(SYSTEM_TWO_TURNS)).unwrap_err();
+    assert_eq!(span_texts(&render_one(encoder.template(), &plain).unwrap()), ["Hello.<end_of_turn>", "Goodbye!<end_of_turn>"]);
+    let reject = render_one(encoder.template(), &conversation(SYSTEM_TWO_TURNS)).unwrap_err();
     assert_eq!((reject.reason, reject.detail.as_str()), (RejectReason::TemplateError, "System role not supported"));
 }
 
 #[test]
 fn python_whitespace_in_trim_and_strip() {
     let source = "{{ messages[0].content | trim }}|{{ messages[0].content.strip() }}|{{ messages[0].content.split() | length }}";
-    let template = jinja::JinjaTemplate::new(source, special(&[])).unwrap();
+    let template = Template::Jinja(Box::new(jinja::JinjaTemplate::new(source, special(&[]), &TemplateOptions::default()).unwrap()));
     let conv = conversation("{\"conversations\":[{\"from\":\"human\",\"value\":\"\\u001f a b\\u001c\"},{\"from\":\"gpt\",\"value\":\"x\"}]}");
     assert_eq!(template.render_text_for_tests(&conv).unwrap(), "a b|a b|2");
 }

@@ -95,7 +95,8 @@ pub fn rendered(family: &str, lines: &[String]) -> Vec<String> {
     lines
         .iter()
         .filter_map(|l| parse_record(l.as_bytes(), &schema).ok())
-        .filter_map(|c| encoder.template().render(&c).ok())
+        .filter_map(|c| encoder.template().render(&c, &encoder.turn_options()).ok())
+        .flatten()
         .map(|r| r.text)
         .collect()
 }

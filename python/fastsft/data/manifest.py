@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2 adds ``turns.npy`` (per-turn samples, DESIGN §3.1); version 1 is still read."""
+READABLE_VERSIONS = (1, 2)
 ARRAY_FILES = ("input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy")
 _REQUIRED_KEYS = ("format_version", "num_samples", "num_tokens", "input_ids_dtype", "tokenizer")
 
@@ -71,9 +73,10 @@ def read_manifest(path: str | Path) -> Manifest:
     missing = [k for k in _REQUIRED_KEYS if k not in raw]
     if missing:
         raise DatasetFormatError(f"{mpath}: missing key(s) {', '.join(missing)}")
-    if raw["format_version"] != FORMAT_VERSION:
+    if raw["format_version"] not in READABLE_VERSIONS:
         raise DatasetFormatError(
-            f"{mpath}: format_version {raw['format_version']!r}; this fastsft reads version {FORMAT_VERSION} "
+            f"{mpath}: format_version {raw['format_version']!r}; this fastsft reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))} "
             "(re-run `fastsft prep` with this version)"
         )
     tok = raw.get("tokenizer") or {}
@@ -115,10 +118,24 @@ def _check_arrays(man: Manifest) -> None:
         )
     if origin.shape != (man.num_samples, 2):
         raise DatasetFormatError(f"{where}: origin.npy has shape {origin.shape}, expected ({man.num_samples}, 2)")
+    if man.raw["format_version"] >= 2:
+        if not (man.path / "turns.npy").is_file():
+            raise FileNotFoundError(f"{man.path}: missing turns.npy; the dataset is incomplete (re-run `fastsft prep`)")
+        turns = np.load(man.path / "turns.npy", mmap_mode="r")
+        if turns.dtype != np.int64 or turns.shape != (man.num_samples,):
+            raise DatasetFormatError(f"{where}: turns.npy is {turns.dtype}{turns.shape}, expected int64({man.num_samples},)")
     if man.num_samples and (offsets[0] != 0 or offsets[-1] != man.num_tokens):
         raise DatasetFormatError(
             f"{where}: offsets.npy runs from {offsets[0]} to {offsets[-1]}, expected 0 to num_tokens={man.num_tokens}"
         )
+
+
+def sample_turn(man: Manifest, row: int) -> int | None:
+    """The assistant message (0-based) a per-turn sample trains, or None for a whole conversation."""
+    if man.raw["format_version"] < 2:
+        return None
+    turn = int(np.load(man.path / "turns.npy", mmap_mode="r")[row])
+    return None if turn < 0 else turn
 
 
 def sha256_file(path: str | Path) -> str:
