@@ -272,6 +272,9 @@ def test_prep_records_options_splits_and_turns(models, tmp_path):
     shown = _run_cli("inspect", str(out), "--index", "1")
     assert shown.returncode == 0, shown.stderr
     assert "line 1, turn of message 4" in shown.stdout
+    stats = _run_cli("stats", str(out))
+    assert stats.returncode == 0, stats.stderr
+    assert "per-turn                     2   (samples from 1 record split into turns, --split-turns)" in stats.stdout
 
 
 def test_all_rejected_run_keeps_its_rejects(models, tmp_path):

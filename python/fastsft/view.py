@@ -450,14 +450,14 @@ def compute_stats(out: str | os.PathLike, pack_len: int | None = None) -> Stats:
     except FileNotFoundError as e:
         raise FileNotFoundError(f"OUT {e}; give the directory written by `fastsft prep ... -o {out}`") from None
     lengths, trained, max_lens = [], [], set()
-    counts: dict[str, Any] = {"read": 0, "rejected": 0, "truncated": 0, "rejected_by_reason": {}}
+    counts: dict[str, Any] = {"read": 0, "rejected": 0, "truncated": 0, "split_records": 0, "split_samples": 0, "rejected_by_reason": {}}
     for d in dirs:
         man = read_manifest(d)
         offsets = np.load(d / "offsets.npy")
         lengths.append(np.diff(offsets))
         trained.append(trained_per_sample(np.load(d / "loss_mask.npy", mmap_mode="r"), offsets))
         c = man.raw.get("counts") or {}
-        for key in ("read", "rejected", "truncated"):
+        for key in ("read", "rejected", "truncated", "split_records", "split_samples"):
             counts[key] += int(c.get(key, 0))
         for reason, k in (c.get("rejected_by_reason") or {}).items():
             counts["rejected_by_reason"][reason] = counts["rejected_by_reason"].get(reason, 0) + int(k)
@@ -500,6 +500,12 @@ def format_stats(st: Stats, pack_len_given: bool = False) -> str:
         f"    {'trained':<14}{row(st.trained)}",
         f"  truncated       {c['truncated']:>14,}" + (f"   (at --max-len {st.max_len:,})" if st.max_len else ""),
     ]
+    if c.get("split_records"):
+        records = c["split_records"]
+        lines.append(
+            f"  per-turn        {c['split_samples']:>14,}   (samples from {records:,} record{'s' * (records != 1)} split "
+            "into turns, --split-turns)"
+        )
     reasons = ", ".join(
         f"{r} {k:,}" for r, k in sorted(c["rejected_by_reason"].items(), key=lambda kv: (-kv[1], kv[0]))
     )
