@@ -636,6 +636,27 @@ mod tests {
     }
 
     #[test]
+    fn every_field_is_kept_and_reasoning_fields_are_read() {
+        let c = parse(r#"{"chat_template_kwargs": {"enable_thinking": false}, "documents": [{"title": "t"}], "id": 7, "messages": [
+            {"role": "user", "content": "q", "name": "ann"},
+            {"role": "assistant", "content": "4", "thinking": "add", "custom": {"n": 123456789012345678901234567890}},
+            {"role": "tool", "content": null, "tool_call_id": "abcDEF123"},
+            {"role": "assistant", "content": "ok"}]}"#)
+        .unwrap();
+        assert_eq!(c.messages[0].extra.get("name"), Some(&Value::String("ann".into())));
+        assert_eq!(c.messages[1].reasoning.as_deref(), Some("add"));
+        assert!(!c.messages[1].extra.contains_key("thinking"));
+        assert_eq!(exact_json::display(&c.messages[1].extra["custom"]["n"]), "123456789012345678901234567890");
+        assert_eq!((c.messages[2].content.as_deref(), c.messages[2].extra["tool_call_id"].as_str()), (None, Some("abcDEF123")));
+        let keys: Vec<&str> = c.context.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["documents", "enable_thinking"], "record-level 'id' is data, not a template variable");
+        let twice = parse(r#"{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "4", "reasoning": "a", "thinking": "b"}]}"#);
+        assert_eq!(twice.unwrap_err().reason, RejectReason::MixedReasoning);
+        let reserved = parse("{\"messages\": [{\"role\": \"user\", \"content\": \"\u{FDD2}1\"}]}");
+        assert_eq!(reserved.unwrap_err().reason, RejectReason::ReservedCharacter);
+    }
+
+    #[test]
     fn alpaca_with_input_and_history() {
         let c = parse(r#"{"instruction":"i","input":"x","output":"o","history":[["q","a"]]}"#).unwrap();
         let contents: Vec<&str> = c.messages.iter().map(Message::text).collect();

@@ -181,9 +181,11 @@ def _from_sharegpt(record: dict, role_map: dict[str, str]) -> Conversation:
     return Conversation(messages, parse_tools(record.get("tools")))
 
 
-def _openai_content(content: Any) -> str:
+def _openai_content(content: Any) -> str | None:
+    # None stays None: transformers (5.x) drops None-valued keys from each message, so the
+    # template sees the content undefined.
     if content is None:
-        return ""
+        return None
     if isinstance(content, str):
         return content
     if isinstance(content, list):
