@@ -5,6 +5,7 @@
 //! so `cargo test` needs no Python.
 
 pub mod columnar;
+pub mod decode;
 pub mod encode;
 pub mod error;
 pub mod fastbpe;
