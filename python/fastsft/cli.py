@@ -135,10 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from fastsft import FastSFTError
-    from fastsft.extras import MissingExtraError
+    from fastsft.extras import MissingExtraError, extra_for, missing_extra
 
     try:
         return int(args.func(args) or 0)
+    except ModuleNotFoundError as error:
+        extra = extra_for(error)
+        if extra is None:
+            raise
+        print(f"fastsft {args.command}: error: {missing_extra(extra, args.command, [error.name])}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("fastsft: interrupted; nothing was written to the output path", file=sys.stderr)
         return 130

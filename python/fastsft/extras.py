@@ -13,8 +13,14 @@ import importlib
 EXTRAS: dict[str, tuple[str, ...]] = {
     "plot": ("matplotlib",),  # fastsft stats --plot
     "verify": ("transformers", "tokenizers", "jinja2"),  # fastsft verify: the reference engine
+    "train": ("torch", "transformers", "accelerate", "deepspeed", "peft", "safetensors"),  # fastsft train, tiny-model
+    "interop": ("huggingface_hub", "datasets", "pyarrow"),  # hub ids, to_hf_dataset
 }
 """Extra name → the modules it must make importable."""
+
+INSTALL = {"train": "pip install torch && pip install 'fastsft[train]'"}
+"""How to install an extra, where plain ``pip install 'fastsft[EXTRA]'`` is not enough: DeepSpeed's
+build imports torch, so torch goes first (README: `fastsft train`)."""
 
 
 class MissingExtraError(ImportError):
@@ -28,7 +34,18 @@ def missing_extra(extra: str, needed_by: str, missing: list[str] | None = None) 
     "--plot needs matplotlib (not installed): pip install 'fastsft[plot]'"
     """
     names = ", ".join(missing or EXTRAS[extra])
-    return MissingExtraError(f"{needed_by} needs {names} (not installed): pip install 'fastsft[{extra}]'")
+    install = INSTALL.get(extra, f"pip install 'fastsft[{extra}]'")
+    return MissingExtraError(f"{needed_by} needs {names} (not installed): {install}")
+
+
+def extra_for(error: ModuleNotFoundError) -> str | None:
+    """The extra that provides the module ``error`` failed to import, if one does.
+
+    The command line's safety net: an import deep inside a command (torch in ``tiny-model``) becomes
+    the same one-line error as a checked one.
+    """
+    top = (error.name or "").split(".")[0]
+    return next((extra for extra, modules in EXTRAS.items() if top in modules), None)
 
 
 def require(extra: str, needed_by: str) -> None:

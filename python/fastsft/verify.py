@@ -495,7 +495,7 @@ def verify(path: str | Path, sample: int = DEFAULT_SAMPLE, seed: int = 0, tokeni
     """
     if sample < 1:
         raise VerifyUsageError(f"--sample {sample}: must be at least 1")
-    require("verify", "fastsft verify")  # the reference engine, before any work
+    require("verify", "verify")  # the reference engine, before any work
     try:
         shards = resolve_dataset_dirs(path)
         manifests = [read_manifest(d) for d in shards]
