@@ -122,7 +122,7 @@ def _decoded_chunks(raw: _HashingReader) -> Iterator[bytes]:
         try:
             import zstandard
         except ImportError:
-            raise VerifyUsageError("reading .zst inputs needs the zstandard package: pip install zstandard") from None
+            raise VerifyUsageError("reading .zst inputs needs zstandard (not installed): pip install 'fastsft[verify]'") from None
         stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
     else:
         stream = raw
