@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod columnar;
+pub mod decode;
 pub mod encode;
 pub mod error;
 pub mod exact_json;

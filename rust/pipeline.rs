@@ -298,7 +298,10 @@ fn check_rejects(config: &PrepConfig, counts: &Counts) -> Result<()> {
         return Ok(());
     }
     let (reason, n) = counts.rejected_by_reason.iter().max_by_key(|(_, n)| **n).map(|(r, n)| (r.as_str(), *n)).unwrap_or(("?", 0));
+    // A forced layout is not advised again: the records lack what it reads.
+    let forced = config.schema.format.map(|f| format!("; the records lack fields that --format {} reads", f.name()));
     let hint = match reason {
+        "missing_field" if forced.is_some() => forced.as_deref().unwrap_or_default(),
         "unknown_layout" | "missing_field" => "; check the records' fields, or force the layout with --format sharegpt|openai|alpaca",
         "unknown_role" => "; map unusual role names with --role-map NAME=user|assistant|system|tool",
         "too_long" => "; raise --max-len or use --truncation right",
@@ -308,11 +311,12 @@ fn check_rejects(config: &PrepConfig, counts: &Counts) -> Result<()> {
     let example = counts.first_reject.get(reason).map(|e| format!("; first: {e}")).unwrap_or_default();
     Err(Error::TooManyRejects {
         detail: format!(
-            "{} of {} records rejected ({:.1}%{}); most common reason: {reason} ({n} records){example}{hint}",
+            "{} of {} rejected ({:.1}%{}); most common reason: {reason} ({}){example}{hint}",
             counts.rejected,
-            counts.read,
+            plural(counts.read, "record"),
             fraction * 100.0,
             if nothing_written { ", nothing written".to_string() } else { format!(" > --max-reject-fraction {limit}") },
+            plural(n, "record"),
         ),
     })
 }
@@ -455,9 +459,9 @@ impl Progress {
     fn line(counts: &Counts, started: Instant) -> String {
         let seconds = started.elapsed().as_secs_f64().max(1e-9);
         format!(
-            "fastsft prep: {} records, {} tokens, {:.0} records/s, {:.2}M tokens/s",
-            counts.read,
-            counts.tokens,
+            "fastsft prep: {}, {}, {:.0} records/s, {:.2}M tokens/s",
+            plural(counts.read, "record"),
+            plural(counts.tokens, "token"),
             counts.read as f64 / seconds,
             counts.tokens as f64 / seconds / 1e6
         )
@@ -485,4 +489,9 @@ impl Progress {
             eprintln!("\r{}\x1b[K", Self::line(counts, started));
         }
     }
+}
+
+/// `1 record`, `2 records`: counts in messages read as English.
+fn plural(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }

@@ -411,6 +411,36 @@ impl RecordEncoder {
     }
 }
 
+/// Token ids back to text with the extension's own `tokenizers` crate (for `fastsft inspect`, so it
+/// needs no Python `tokenizers`). Method names and defaults are those of `tokenizers.Tokenizer`.
+#[pyclass(frozen, module = "fastsft._core")]
+struct TokenDecoder {
+    decoder: crate::decode::TokenDecoder,
+}
+
+#[pymethods]
+impl TokenDecoder {
+    #[new]
+    fn new(py: Python<'_>, tokenizer: PathBuf) -> PyResult<Self> {
+        let decoder = py.detach(|| crate::decode::TokenDecoder::load(&tokenizer))?;
+        Ok(TokenDecoder { decoder })
+    }
+
+    #[pyo3(signature = (ids, skip_special_tokens=true))]
+    fn decode(&self, ids: Vec<u32>, skip_special_tokens: bool) -> PyResult<String> {
+        Ok(self.decoder.decode(&ids, skip_special_tokens)?)
+    }
+
+    fn id_to_token(&self, id: u32) -> Option<String> {
+        self.decoder.id_to_token(id)
+    }
+
+    #[pyo3(signature = (with_added_tokens=true))]
+    fn get_vocab_size(&self, with_added_tokens: bool) -> usize {
+        self.decoder.vocab_size(with_added_tokens)
+    }
+}
+
 fn conversation_json(conversation: &crate::schema::Conversation) -> serde_json::Value {
     let messages: Vec<serde_json::Value> = conversation
         .messages
@@ -444,5 +474,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(prep, m)?)?;
     m.add_function(wrap_pyfunction!(pack, m)?)?;
     m.add_class::<RecordEncoder>()?;
+    m.add_class::<TokenDecoder>()?;
     Ok(())
 }

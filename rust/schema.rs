@@ -545,9 +545,9 @@ fn text_content(value: Option<&Value>, name: &str, position: usize) -> Parsed<Op
 }
 
 fn alpaca(record: &Map<String, Value>, options: &SchemaOptions) -> Parsed<Conversation> {
-    let instruction = string_field(record, "instruction", "field")?;
+    let instruction = string_field(record, "instruction", "the record")?;
     let input = optional_string(record, "input")?.unwrap_or_default();
-    let output = string_field(record, "output", "field")?;
+    let output = string_field(record, "output", "the record")?;
     let mut messages = Vec::new();
     let message = Message::new;
     if let Some(system) = optional_string(record, options.keys(Format::Alpaca).system)? {

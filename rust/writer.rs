@@ -94,18 +94,27 @@ pub struct OutputDir {
 }
 
 impl OutputDir {
-    /// Refuses an existing target without `overwrite`, and never replaces something that is not a
-    /// fastsft dataset (no `manifest.json`), even with it: `-o ~` must not delete a home directory.
+    /// Takes a new path or an empty directory (which the final rename replaces). An existing
+    /// dataset (a directory with `manifest.json`) is replaced only with `overwrite`; anything else
+    /// is never replaced, `overwrite` or not: `-o ~` must not delete a home directory. The refusal
+    /// is checked first, so no message advises a flag that would then be refused.
     pub fn create(target: &Path, overwrite: bool) -> Result<Self> {
-        if target.exists() {
-            if !overwrite {
-                return Err(Error::OutputExists { path: target.to_path_buf() });
-            }
+        if target.file_name().is_none() {
+            return Err(Error::config(format!(
+                "-o {}: name the output directory itself (e.g. -o out/demo), not the current or a parent directory",
+                target.display()
+            )));
+        }
+        if target.symlink_metadata().is_ok() && !is_empty_dir(target) {
             if !is_replaceable(target) {
                 return Err(Error::config(format!(
-                    "{} exists and is not a fastsft dataset (no manifest.json); refusing to replace it even with --overwrite",
+                    "{} exists and is neither an empty directory nor a fastsft dataset (no manifest.json); \
+                     fastsft never replaces it: choose another output path, or empty or remove it yourself",
                     target.display()
                 )));
+            }
+            if !overwrite {
+                return Err(Error::OutputExists { path: target.to_path_buf() });
             }
         }
         let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
@@ -129,7 +138,7 @@ impl OutputDir {
         if let Ok(dir) = File::open(&self.tmp) {
             let _ = dir.sync_all();
         }
-        if self.target.exists() {
+        if is_replaceable(&self.target) {
             if !self.overwrite {
                 return Err(Error::OutputExists { path: self.target.clone() });
             }
@@ -138,6 +147,8 @@ impl OutputDir {
             fs::rename(&self.tmp, &self.target).map_err(|e| Error::io(&self.target, e))?;
             fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
         } else {
+            // No target, or an empty directory: rename(2) replaces an empty directory atomically,
+            // and fails (nothing lost) if something was put at the path since `create`.
             fs::rename(&self.tmp, &self.target).map_err(|e| Error::io(&self.target, e))?;
         }
         Ok(())
@@ -164,6 +175,11 @@ fn remove_stale_temporaries(parent: &Path, name: &str) {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// A real directory (not a link to one) with nothing in it.
+fn is_empty_dir(path: &Path) -> bool {
+    path.symlink_metadata().is_ok_and(|m| m.is_dir()) && fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
 }
 
 fn is_replaceable(path: &Path) -> bool {
@@ -204,8 +220,43 @@ mod tests {
         let target = dir.path().join("out");
         std::fs::create_dir(&target).unwrap();
         std::fs::write(target.join("precious.txt"), "x").unwrap();
-        assert!(matches!(OutputDir::create(&target, false), Err(Error::OutputExists { .. })));
-        assert!(matches!(OutputDir::create(&target, true), Err(Error::Config { .. })));
+        for overwrite in [false, true] {
+            let message = OutputDir::create(&target, overwrite).err().unwrap().to_string();
+            assert!(message.contains("is neither an empty directory nor a fastsft dataset"), "{message}");
+            assert!(!message.contains("--overwrite"), "advises a flag that is refused: {message}");
+        }
         assert!(target.join("precious.txt").exists());
+    }
+
+    #[test]
+    fn an_empty_directory_is_replaced_by_the_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out");
+        std::fs::create_dir(&target).unwrap();
+        let out = OutputDir::create(&target, false).unwrap();
+        write_file(&out.file("manifest.json"), b"{}").unwrap();
+        out.commit().unwrap();
+        assert_eq!(std::fs::read(target.join("manifest.json")).unwrap(), b"{}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left beside it");
+        // Now a dataset: replaced only with overwrite.
+        assert!(matches!(OutputDir::create(&target, false), Err(Error::OutputExists { .. })));
+        assert!(OutputDir::create(&target, true).is_ok());
+    }
+
+    #[test]
+    fn a_directory_filled_during_the_run_is_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out");
+        std::fs::create_dir(&target).unwrap();
+        let out = OutputDir::create(&target, true).unwrap();
+        std::fs::write(target.join("precious.txt"), "x").unwrap();
+        assert!(out.commit().is_err());
+        assert!(target.join("precious.txt").exists());
+    }
+
+    #[test]
+    fn the_current_directory_is_not_an_output_name() {
+        let message = OutputDir::create(Path::new("."), true).err().unwrap().to_string();
+        assert!(message.contains("name the output directory itself"), "{message}");
     }
 }

@@ -436,7 +436,7 @@ def test_moved_and_wrong_tokenizers(tmp_path, capsys):
 
 def test_plot_without_matplotlib_says_how_to_install(golden, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails
-    with pytest.raises(ValueError, match=r"--plot needs matplotlib: pip install matplotlib"):
+    with pytest.raises(ImportError, match=r"^--plot needs matplotlib \(not installed\): pip install 'fastsft\[plot\]'$"):
         cli("stats", str(golden), "--plot", str(tmp_path / "x.png"))
     assert not (tmp_path / "x.png").exists()
 

@@ -11,8 +11,17 @@ PREP_EXAMPLE = """\
 example:
   fastsft prep assets/corpora/llamafactory_alpaca_zh_demo.jsonl.gz 'data/*.jsonl.zst' \\
       --tokenizer assets/tokenizers/qwen2.5 -o out/ --max-len 4096
-  python -c "import fastsft; ds = fastsft.SFTDataset('out'); print(ds[0]['labels'][:8])"
+  python -c "import fastsft; ds = fastsft.SFTDataset('out'); print(len(ds), ds[0]['labels'][-8:])"
+  fastsft inspect out/ --index 0     # the sample, with its trained tokens marked
+
+README.md's option table is this help, option for option (tests/test_readme.py checks it).
 """
+
+INPUTS_HELP = (
+    "JSONL or JSON-array files, plain, .gz or .zst (detected by content); Parquet, Arrow IPC/Feather files "
+    "and datasets.save_to_disk directories (read in record batches; the row index stands in for the line); "
+    "globs allowed; blank lines skipped."
+)
 
 
 def _add_prep_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,9 +35,16 @@ def _add_prep_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=PREP_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="+", metavar="FILE", help="JSONL or JSON files (plain, .gz, .zst); globs allowed")
-    p.add_argument("--tokenizer", required=True, metavar="DIR", help="model directory with tokenizer.json")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="dataset directory to write")
+    p.add_argument("inputs", nargs="+", metavar="FILE", help=INPUTS_HELP)
+    p.add_argument(
+        "--tokenizer", required=True, metavar="DIR",
+        help="Model directory with tokenizer.json (+ tokenizer_config.json or chat_template.jinja for the chat "
+        "template), or a hub id already in the local Hugging Face cache.",
+    )  # fmt: skip
+    p.add_argument(
+        "-o", "--output", required=True, metavar="OUT",
+        help="Dataset directory to write: a new path, an empty directory, or a dataset to replace (--overwrite).",
+    )  # fmt: skip
     for f in dataclasses.fields(PrepOptions):
         flag = "--" + f.name.replace("_", "-")
         meta = f.metadata
@@ -38,10 +54,16 @@ def _add_prep_parser(subparsers: argparse._SubParsersAction) -> None:
             p.add_argument(meta.get("flag") or flag, dest=f.name, action="append", metavar=meta.get("metavar"), help=meta["help"])
         else:
             kind = {"int | None": int, "int": int, "float | None": float}.get(str(f.type), str)
-            p.add_argument(
-                flag, dest=f.name, type=kind, default=f.default, choices=meta["choices"], metavar=meta.get("metavar"), help=meta["help"]
-            )
+            metavar = meta.get("metavar") or _metavar(kind, meta["choices"])
+            p.add_argument(flag, dest=f.name, type=kind, default=f.default, choices=meta["choices"], metavar=metavar, help=meta["help"])
     p.set_defaults(func=_run_prep)
+
+
+def _metavar(kind: type, choices: tuple[str, ...] | None) -> str:
+    """How a value is written in --help and in README's table: `right|drop`, `N`, `F`, `NAME`."""
+    if choices:
+        return "|".join(choices)
+    return {int: "N", float: "F"}.get(kind, "NAME")
 
 
 def _run_prep(args: argparse.Namespace) -> int:
@@ -58,8 +80,10 @@ def _run_prep(args: argparse.Namespace) -> int:
 
 def format_summary(s: dict[str, Any]) -> str:
     """The end-of-run report: where, how many, why rejected, how fast."""
+    from fastsft.wording import plural
+
     if s.get("skipped"):
-        return f"fastsft prep: {s['output']} is already complete with the same inputs and options; kept it ({s['written']:,} samples)"
+        return f"fastsft prep: {s['output']} is already complete with the same inputs and options; kept it ({plural(s['written'], 'sample')})"
     trained = s["trained_tokens"] / s["tokens"] if s["tokens"] else 0.0
     reasons = ", ".join(f"{reason} {n:,}" for reason, n in sorted(s["rejected_by_reason"].items(), key=lambda kv: -kv[1]))
     seconds = max(s["seconds"], 1e-9)
@@ -73,7 +97,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  truncated      {s['truncated']:>12,}",
         f"  tokens         {s['tokens']:>12,}  (trained {s['trained_tokens']:,}, {trained:.1%})",
         f"  throughput     {s['read'] / seconds:>12,.0f} records/s, {s['tokens'] / seconds / 1e6:.2f}M tokens/s "
-        f"({s['threads']} threads, {s['seconds']:.1f} s)",
+        f"({plural(s['threads'], 'thread')}, {s['seconds']:.1f} s)",
     ]
     return "\n".join(lines)
 
@@ -114,13 +138,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from fastsft import FastSFTError
+    from fastsft.extras import MissingExtraError, extra_for, missing_extra
 
     try:
         return int(args.func(args) or 0)
+    except ModuleNotFoundError as error:
+        extra = extra_for(error)
+        if extra is None:
+            raise
+        print(f"fastsft {args.command}: error: {missing_extra(extra, args.command, [error.name])}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("fastsft: interrupted; nothing was written to the output path", file=sys.stderr)
         return 130
-    except (FastSFTError, ValueError, OSError) as error:
+    except (FastSFTError, ValueError, OSError, MissingExtraError) as error:
         print(f"fastsft {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -26,6 +26,7 @@ class PrepOptions:
         None,
         "Chat template: omitted = the model's own (tokenizer_config.json or chat_template.jinja); "
         "'chatml' = the built-in ChatML layout; or a path to a .jinja file.",
+        metavar="chatml|FILE.jinja",
     )
     role_map: dict[str, str] = _opt(
         None,
@@ -78,7 +79,9 @@ class PrepOptions:
     )
     threads: int = _opt(0, "Worker threads; 0 = every core. The output does not depend on it.")
     chunk_size: int | None = _opt(None, "Records per chunk (memory/speed trade-off; the output does not depend on it).")
-    overwrite: bool = _opt(False, "Replace an existing dataset at the output path.")
+    overwrite: bool = _opt(
+        False, "Replace an existing fastsft dataset at the output path. Other directories are never replaced; an empty one is used without this flag."
+    )
     strict: bool = _opt(False, "Stop at the first rejected record with its file, line and reason.")
     max_reject_fraction: float | None = _opt(
         None, "Fail the run when more than this fraction of records is rejected (default: fail only if all are)."
@@ -87,7 +90,8 @@ class PrepOptions:
     num_shards: int | None = _opt(
         None,
         "Split the records into this many shards and prepare one (--shard-index): OUT/shard-IIIII-of-NNNNN/. "
-        "Default: from SLURM_ARRAY_TASK_COUNT/SLURM_ARRAY_TASK_ID or WORLD_SIZE/RANK when set, else 1.",
+        "Default: from SLURM_ARRAY_TASK_COUNT/SLURM_ARRAY_TASK_ID or WORLD_SIZE/RANK when set, else 1. "
+        "Finished shards are kept on re-runs.",
     )
     shard_index: int | None = _opt(None, "Which shard to prepare, 0-based (with --num-shards).")
 

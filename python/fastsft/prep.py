@@ -46,7 +46,7 @@ def resolve_tokenizer(tokenizer: str | os.PathLike) -> str:
     except ImportError:
         raise FileNotFoundError(
             f"--tokenizer {name}: not a local directory; to use a hub id from the local cache, "
-            "pip install huggingface_hub"
+            "pip install 'fastsft[interop]'"
         ) from None
 
 

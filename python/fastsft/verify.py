@@ -30,6 +30,8 @@ import numpy as np
 
 from .data.dataset import resolve_dataset_dirs
 from .data.manifest import read_manifest, sha256_file
+from .extras import require
+from .wording import plural
 
 DEFAULT_SAMPLE = 200
 SHOW_DIFFERENCES = 5
@@ -120,7 +122,7 @@ def _decoded_chunks(raw: _HashingReader) -> Iterator[bytes]:
         try:
             import zstandard
         except ImportError:
-            raise VerifyUsageError("reading .zst inputs needs the zstandard package: pip install zstandard") from None
+            raise VerifyUsageError("reading .zst inputs needs zstandard (not installed): pip install 'fastsft[verify]'") from None
         stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
     else:
         stream = raw
@@ -255,7 +257,10 @@ class ReferenceEncoder:
         try:  # the function apply_chat_template calls, which also returns the generation indices
             from transformers.utils.chat_template_utils import render_jinja_template
         except ImportError:
-            raise VerifyUsageError("fastsft verify needs a transformers with chat_template_utils.render_jinja_template (tested: 5.24)") from None
+            raise VerifyUsageError(
+                "fastsft verify needs a transformers with chat_template_utils.render_jinja_template (tested: 5.24): "
+                "pip install 'fastsft[verify]'"
+            ) from None
         self._render_jinja = render_jinja_template
         self.options = options
         self.hf = _hf_tokenizer(str(tokenizer_dir))
@@ -490,6 +495,7 @@ def verify(path: str | Path, sample: int = DEFAULT_SAMPLE, seed: int = 0, tokeni
     """
     if sample < 1:
         raise VerifyUsageError(f"--sample {sample}: must be at least 1")
+    require("verify", "verify")  # the reference engine, before any work
     try:
         shards = resolve_dataset_dirs(path)
         manifests = [read_manifest(d) for d in shards]
@@ -654,7 +660,7 @@ def format_report(result: dict[str, Any], show: int = SHOW_DIFFERENCES) -> str:
     import transformers
 
     engine = f"transformers {transformers.__version__} + tokenizers {tokenizers.__version__}"
-    lines = [f"fastsft verify: {result['path']}: {result['sampled']:,} of {result['num_samples']:,} samples re-encoded with {engine}"]
+    lines = [f"fastsft verify: {result['path']}: {result['sampled']:,} of {plural(result['num_samples'], 'sample')} re-encoded with {engine}"]
     lines += [f"  warning: {w}" for w in dict.fromkeys(result["warnings"])]
     lines += [f"  {name:<10}{result[name]:>8,}" for name in ("checked", "identical", "different")]
     for name, label in (("ids_only", "ids only"), ("skipped", "skipped")):
@@ -670,11 +676,14 @@ def format_report(result: dict[str, Any], show: int = SHOW_DIFFERENCES) -> str:
                          f"(stored {d['stored_len']} tokens, reference {d['reference_len']}); [[...]] = trained")  # fmt: skip
         lines.append(d["detail"])
     if len(result["differences"]) > show:
-        lines.append(f"\n  ... and {len(result['differences']) - show} more different samples")
+        lines.append(f"\n  ... and {plural(len(result['differences']) - show, 'more different sample')}")
     if result["different"]:
-        lines.append(f"DIFFERENT: {result['different']} of {result['checked']} checked samples differ from the reference")
+        differ = "differs" if result["different"] == 1 else "differ"
+        lines.append(f"DIFFERENT: {result['different']} of {plural(result['checked'], 'checked sample')} {differ} from the reference")
+    elif result["checked"] == 1:
+        lines.append("OK: the 1 checked sample is identical")
     elif result["checked"]:
-        lines.append(f"OK: all {result['checked']} checked samples are identical")
+        lines.append(f"OK: all {plural(result['checked'], 'checked sample')} are identical")
     return "\n".join(lines)
 
 

@@ -6,8 +6,9 @@
 - ``stats``: sample and token counts, length percentiles, truncations, rejects by reason, the fill
   that packing would reach, and a length histogram (matplotlib, imported only for ``--plot``).
 
-This module only reads datasets (through ``fastsft.data``); it never writes one. Decoding uses the
-``tokenizers`` package, imported when ``inspect`` runs.
+This module only reads datasets (through ``fastsft.data``); it never writes one. Decoding goes
+through the extension's own tokenizer (``fastsft._core.TokenDecoder``, the ``tokenizers`` crate that
+encoded the data), so ``inspect`` needs no Python tokenizer package.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import numpy as np
 from .data.dataset import SFTDataset, resolve_dataset_dirs
 from .data.manifest import read_manifest, sample_turn, sha256_file
 from .data.packing import pack
+from .extras import missing_extra
+from .wording import plural
 
 REPLACEMENT = "\ufffd"
 DECODE_CONTEXT = 8
@@ -61,17 +64,15 @@ def open_dataset(out: str | os.PathLike) -> SFTDataset:
 
 
 def load_tokenizer(ds: SFTDataset, override: str | None = None) -> tuple[Any, list[str]]:
-    """``(tokenizers.Tokenizer, warnings)`` for decoding ``ds``.
+    """``(TokenDecoder, warnings)`` for decoding ``ds``.
 
     ``override`` (``--tokenizer``) is a model directory or a ``tokenizer.json``; without it, the
     path recorded in the manifest is used (relative paths are relative to where prep ran). A
     tokenizer whose sha256 differs from the manifest's is used with a warning; one too small for
     the ids shown is refused by ``check_ids``.
     """
-    try:
-        from tokenizers import Tokenizer
-    except ImportError:
-        raise ViewError("decoding needs the `tokenizers` package: pip install tokenizers") from None
+    from ._core import TokenDecoder
+
     recorded = (ds.manifests[0].raw.get("tokenizer") or {}).get("path")
     if override is not None:
         path = Path(override)
@@ -95,8 +96,7 @@ def load_tokenizer(ds: SFTDataset, override: str | None = None) -> tuple[Any, li
             f"{flag}: sha256 {got[:12]}… differs from the dataset's {want[:12]}… (manifest.json); "
             "decoded text may be wrong: pass --tokenizer DIR with the tokenizer the data was made with"
         )
-    tok = Tokenizer.from_file(str(path))
-    return tok, warnings
+    return TokenDecoder(str(path)), warnings
 
 
 def check_ids(tok: Any, samples: list[Sample], override: str | None) -> None:
@@ -228,7 +228,7 @@ def choose_indices(n: int, index: int | None, random: int | None, seed: int | No
         raise ViewError(f"--seed {seed}: only used with --random N; add --random N or drop --seed")
     index = 0 if index is None else index
     if not 0 <= index < n:
-        raise ViewError(f"--index {index}: the dataset has {n:,} samples ({0}..{n - 1})")
+        raise ViewError(f"--index {index}: the dataset has {plural(n, 'sample')} ({0}..{n - 1})")
     return [index]
 
 
@@ -240,7 +240,7 @@ def _header(s: Sample, n: int) -> str:
         f"sample {s.index:,} of {n:,}{where} | {s.source} line {s.line}"
         + (f", turn of message {s.turn + 1}" if s.turn is not None else "")
         + " | "
-        f"{len(s.ids):,} tokens, {trained:,} trained ({share:.1%})"
+        f"{plural(len(s.ids), 'token')}, {trained:,} trained ({share:.1%})"
     )
 
 
@@ -340,11 +340,11 @@ def inspect_main(args: argparse.Namespace) -> int:
     samples = [load_sample(ds, i) for i in indices]
     check_ids(tok, samples, args.tokenizer)
     if args.random is not None and args.seed is None:
-        print(f"fastsft inspect: {len(samples)} random samples (repeat with --seed {seed})", file=sys.stderr)
+        print(f"fastsft inspect: {plural(len(samples), 'random sample')} (repeat with --seed {seed})", file=sys.stderr)
     if args.html:
         page = format_html(tok, samples, len(ds), str(args.out), ids=args.ids)
         _write(args.html, "--html", page)
-        print(f"fastsft inspect: wrote {args.html} ({len(samples)} sample{'s' * (len(samples) != 1)})")
+        print(f"fastsft inspect: wrote {args.html} ({plural(len(samples), 'sample')})")
         return 0
     color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
     _emit("\n".join(format_sample(tok, s, len(ds), color=color, ids=args.ids) for s in samples))
@@ -516,10 +516,11 @@ def format_stats(st: Stats, pack_len_given: bool = False) -> str:
         p = st.pack
         how = "" if pack_len_given else ", the longest sample (set it with --pack-len L)"
         fill = f"fill {p.fill:.1%}" if p.fill is not None else "no sample fits"
-        lines.append(f"  packing at {p.capacity:,}{how}: {p.packs:,} packs, {fill}")
+        lines.append(f"  packing at {p.capacity:,}{how}: {plural(p.packs, 'pack')}, {fill}")
         if p.too_long:
             lines.append(
-                f"    {p.too_long:,} samples ({p.too_long_tokens:,} tokens) are longer than --pack-len {p.capacity:,} "
+                f"    {plural(p.too_long, 'sample')} ({plural(p.too_long_tokens, 'token')}) "
+                f"{'is' if p.too_long == 1 else 'are'} longer than --pack-len {p.capacity:,} "
                 f"and left out: raise --pack-len or prepare with --max-len {p.capacity:,}"
             )
     return "\n".join(lines)
@@ -529,7 +530,7 @@ def _matplotlib_figure() -> Any:
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise ViewError("--plot needs matplotlib: pip install matplotlib (or pip install 'fastsft[plot]')") from None
+        raise missing_extra("plot", "--plot") from None
     return Figure
 
 
@@ -547,7 +548,7 @@ def plot_lengths(st: Stats, path: str, Figure: Any = None) -> None:
         ax.axvline(st.max_len, color="#c44e52", linestyle="--", linewidth=1, label=f"--max-len {st.max_len:,}")
     ax.set_xlabel("tokens per sample")
     ax.set_ylabel("samples")
-    ax.set_title(f"{st.out}: {len(st.lengths):,} samples")
+    ax.set_title(f"{st.out}: {plural(len(st.lengths), 'sample')}")
     ax.legend()
     _check_plot_path(path, Figure)
     fig.savefig(path)
@@ -649,7 +650,7 @@ def register_cli(subparsers: Any) -> None:
     )  # fmt: skip
     s.add_argument("out", metavar="OUT", help="dataset directory written by `fastsft prep` (or a parent of shards)")
     s.add_argument("--pack-len", type=int, metavar="L", help="pack capacity in tokens (default: the longest sample)")
-    s.add_argument("--plot", metavar="FILE.png", help="write a histogram of sample lengths (needs matplotlib)")
+    s.add_argument("--plot", metavar="FILE.png", help="write a histogram of sample lengths (needs matplotlib: pip install 'fastsft[plot]')")
     s.set_defaults(func=stats_main)
 
 
