@@ -168,6 +168,24 @@ def prepare_distributed_env(use_deepspeed: bool) -> None:
     )  # fmt: skip
 
 
+def init_deepspeed_comm(cuda: bool) -> None:
+    """Start DeepSpeed's communication (``deepspeed.comm``) for this process's launcher world.
+
+    Must run before ``TrainingArguments`` and before the model loads. With ZeRO-3,
+    ``from_pretrained`` builds the model inside ``deepspeed.zero.Init``, whose ``DeepSpeedConfig``
+    asks ``deepspeed.comm`` for the world size; when ``deepspeed.comm`` is not started it silently
+    assumes a world of one, and the batch sizes that ``TrainingArguments`` filled in for the real
+    world (``train_batch_size = micro x accum x world``) fail DeepSpeed's check. On GPUs accelerate
+    starts ``deepspeed.comm`` as a side effect of ``TrainingArguments``; with ``use_cpu`` it starts
+    only ``torch.distributed``, so 2 CPU processes crashed there. Starting it here, on every
+    device, makes CPU and GPU runs take the same path; accelerate then reuses the process group.
+    """
+    import deepspeed
+
+    # gloo on CPU: what accelerate would pick without oneCCL, and what the CPU tests use
+    deepspeed.init_distributed(dist_backend=None if cuda else "gloo", auto_mpi_discovery=False, verbose=False)
+
+
 def deepspeed_config(spec: str | None) -> dict[str, Any] | None:
     """The DeepSpeed config for ``--deepspeed``: a shipped preset by name, or a JSON file."""
     if spec is None:
@@ -335,8 +353,12 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         train_items, eval_items = train_set, eval_set
         collator = PadCollator(pad_token_id=_pad_token_id(dataset, opts.model))
 
-    # --- TrainingArguments first: with ZeRO-3 it must exist before the model loads (zero.Init)
+    # --- DeepSpeed's communication, then TrainingArguments (which registers the HF DeepSpeed
+    # config), both before the model loads: with ZeRO-3, from_pretrained partitions the weights
+    # inside zero.Init, which reads the world size from deepspeed.comm and the config from them
     cuda = torch.cuda.is_available()
+    if ds_config is not None:
+        init_deepspeed_comm(cuda)
     precision = resolve_precision(opts.precision, cuda, cuda and torch.cuda.is_bf16_supported())
     do_eval = eval_items is not None and len(eval_items) > 0
     eval_steps = opts.eval_steps or opts.save_steps
