@@ -345,3 +345,68 @@ def test_two_processes_match_one(small_data, tiny_model, plain_four_steps, tmp_p
     assert worst < DS_TOL_TWO_PROCESSES
     assert s["train_tokens"] == plain_four_steps["train_tokens"]
     assert s["num_parameters"] == plain_four_steps["num_parameters"]  # ZeRO-3: real sizes, not placeholders
+
+
+@pytest.mark.slow
+def test_ctrl_c_names_the_checkpoint_kept_and_resume_continues_from_it(small_data, tiny_model, tmp_path):
+    """SIGINT mid-training: exit 130, one line naming the last complete checkpoint and --resume,
+    no traceback; `--resume` then continues from that checkpoint (skipping one cut short)."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "fastsft.cli", "train", *_cli_args(small_data, tiny_model, out, steps=100000)]
+    cmd[cmd.index("--save-steps") + 1] = "3"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not (out / "checkpoint-6" / "trainer_state.json").is_file():
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    said = [ln for ln in stderr.splitlines() if ln.startswith("fastsft train: interrupted")]
+    assert len(said) == 1, stderr[-3000:]
+    done = sorted((p for p in out.glob("checkpoint-*") if (p / "trainer_state.json").is_file()), key=lambda p: int(p.name.split("-")[1]))
+    last = done[-1]
+    assert int(last.name.split("-")[1]) >= 6
+    assert f"kept {last} (the last checkpoint); resume with the same command plus --resume (or --resume {last})" in said[0]
+    assert "at step " in said[0]
+
+    # a checkpoint cut short (no trainer_state.json) is not what --resume takes
+    (out / "checkpoint-99999").mkdir()
+    step = int(last.name.split("-")[1])
+    r = train(_opts(small_data, tiny_model, out, max_steps=step + 1, save_steps=100000, resume="latest"))
+    assert r["start_step"] == step and r["global_step"] == step + 1
+
+
+# (case, extra flags, what the one line says); {tmp} is the test's directory
+USER_ERRORS = [
+    ("zero grad accum", ["--grad-accum", "0"], "--grad-accum 0: must be at least 1"),
+    ("zero max steps", ["--max-steps", "0"], "--max-steps 0: must be positive"),
+    ("deepspeed file not JSON", ["--deepspeed", "{tmp}/bad.json"], "--deepspeed {tmp}/bad.json: not valid JSON"),
+    ("resume without checkpoint", ["--resume"], "--resume: no complete checkpoint in {tmp}/run"),
+    ("resume from a non-checkpoint", ["--resume", "{tmp}"], "--resume {tmp}: not a complete checkpoint"),
+    ("output under a file", ["-o", "{tmp}/bad.json/run"], "--output {tmp}/bad.json/run: cannot create it (Not a directory)"),
+    ("model without config", ["--model", "{tmp}/model"], "{tmp}/model: no config.json"),
+    ("report to a missing package", ["--report-to", "wandb"], "--report-to wandb: wandb not installed (pip install wandb)"),
+]
+
+
+@pytest.mark.parametrize(("flags", "says"), [c[1:] for c in USER_ERRORS], ids=[c[0] for c in USER_ERRORS])
+def test_user_errors_are_one_line_exit_2(small_data, tiny_model, tmp_path, capsys, flags, says):
+    import importlib.util
+
+    from fastsft.cli import main
+
+    if "wandb" in flags and importlib.util.find_spec("wandb"):
+        pytest.skip("wandb is installed here")
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "model").mkdir()
+    shutil.copyfile(tiny_model / "tokenizer.json", tmp_path / "model" / "tokenizer.json")
+    args = ["train", "--data", str(small_data), "--model", str(tiny_model), "-o", str(tmp_path / "run"), "--max-steps", "1"]
+    assert main(args + [f.format(tmp=tmp_path) for f in flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("fastsft train: error: " + says.format(tmp=tmp_path)), err[-3:]
