@@ -189,17 +189,21 @@ fn write_dataset(
     check_rejects(config, &counts)?;
 
     let DatasetFiles { ids, mask, offsets, origin, mut rejects, rejects_path } = files;
-    ids.finish()?;
-    mask.finish()?;
-    offsets.finish()?;
-    origin.finish()?;
+    let array_sha256 = serde_json::json!({
+        "input_ids.npy": ids.finish()?,
+        "loss_mask.npy": mask.finish()?,
+        "offsets.npy": offsets.finish()?,
+        "origin.npy": origin.finish()?,
+    });
     rejects.flush().map_err(|e| Error::io(&rejects_path, e))?;
     rejects.into_inner().map_err(|e| Error::io(&rejects_path, e.into_error()))?.sync_all().map_err(|e| Error::io(&rejects_path, e))?;
 
     if should_stop() {
         return Err(Error::Interrupted);
     }
-    let manifest = manifest(config, encoder, source, &counts, ids_descr);
+    let mut manifest = manifest(config, encoder, source, &counts, ids_descr);
+    // sha256 of each array's data bytes (after the .npy header); `fastsft check` compares them
+    manifest["array_sha256"] = array_sha256;
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::config(e.to_string()))?;
     write_file(&out.file("manifest.json"), format!("{text}\n").as_bytes())?;
     let seconds = started.elapsed().as_secs_f64();
