@@ -9,10 +9,10 @@
 //! after the 128-byte `.npy` header, which is rewritten at the end and is checked by its dtype
 //! and shape instead). sha256 because it needs no new crate, is the hash the manifest already
 //! uses for inputs and tokenizers, and runs on SHA-NI in both the `sha2` crate and Python's
-//! hashlib: measured 1.65 GiB/s in Rust and 1.37 GiB/s in `hashlib` on a 2-core EPYC, against
+//! hashlib: measured 1.63-1.66 GiB/s in Rust and 1.37 GiB/s in `hashlib` on a 2-core EPYC, against
 //! prep's ~8 MB/s of array bytes per encoding thread (~2.5M tokens/s x ~3 bytes), so well under 1%
-//! of one core per encoding thread. crc32fast was 15-20 GiB/s but 3.9 GiB/s in Python's zlib, and
-//! 32 bits is a weak identity for multi-GB files copied between machines.
+//! of one core per encoding thread. crc32fast was 14-20 GiB/s but 3.9 GiB/s in Python's zlib, and
+//! 32 bits is a weak identity for multi-GB files copied between machines (benches/RESULTS.md).
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Seek, SeekFrom, Write};

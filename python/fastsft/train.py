@@ -341,12 +341,12 @@ def _trainer_class():
 
 def train(opts: TrainOptions) -> dict[str, Any]:
     """Run ``fastsft train`` with ``opts``; return the summary (also written to ``output/train_summary.json``)."""
+    check_options(opts)
     if not os.path.exists(opts.model):
         # A hub id (`Qwen/Qwen2.5-0.5B-Instruct`) from the local Hugging Face cache, never downloaded.
         from fastsft.hub import resolve_model_dir
 
         opts.model = os.fspath(resolve_model_dir(opts.model, model=True))
-    check_options(opts)
     ds_config = deepspeed_config(opts.deepspeed)
     resume = resolve_resume(opts.resume, opts.output)
     prepare_distributed_env(ds_config is not None)
