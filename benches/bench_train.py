@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -193,6 +194,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, help="optimizer steps per run (default: the preset's)")
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), metavar="METHOD")
     ap.add_argument("--repeat", type=int, default=2, help="runs per method; the fastest is reported (default: 2)")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory (model, data, runs)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -249,6 +251,10 @@ def main() -> None:
             loss = f"{r['final_loss']:.3f}" if r["final_loss"] is not None else "-"
             print(f"| {method} | {r['attn']} | {r['steps']} | {r['runtime']:.2f} | {tps:,.0f} | {r['trained'] / r['runtime']:,.0f} | "
                   f"{pad:.1%} | {r['peak_mem_mb']:,.0f} | {mfu} | {loss} |")  # fmt: skip
+    if args.keep:
+        print(f"kept {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
