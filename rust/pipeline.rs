@@ -203,16 +203,20 @@ fn write_dataset(
     if let Err(error) = check_rejects(config, &counts) {
         return Err(keep_rejects(config, &rejects_path, error));
     }
-    ids.finish()?;
-    mask.finish()?;
-    offsets.finish()?;
-    origin.finish()?;
-    turns.finish()?;
+    let array_sha256 = serde_json::json!({
+        "input_ids.npy": ids.finish()?,
+        "loss_mask.npy": mask.finish()?,
+        "offsets.npy": offsets.finish()?,
+        "origin.npy": origin.finish()?,
+        "turns.npy": turns.finish()?,
+    });
 
     if should_stop() {
         return Err(Error::Interrupted);
     }
-    let manifest = manifest(config, encoder, source, &counts, ids_descr);
+    let mut manifest = manifest(config, encoder, source, &counts, ids_descr);
+    // sha256 of each array's data bytes (after the .npy header); `fastsft check` compares them
+    manifest["array_sha256"] = array_sha256;
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::config(e.to_string()))?;
     write_file(&out.file("manifest.json"), format!("{text}\n").as_bytes())?;
     let seconds = started.elapsed().as_secs_f64();

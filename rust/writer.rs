@@ -4,10 +4,21 @@
 //! every array, `rejects.jsonl` and `manifest.json` are complete and synced is it renamed to
 //! `OUT`. A crash, a kill or a full disk leaves at most a temporary directory, never something
 //! that looks like a finished dataset.
+//!
+//! Each array's checksum is computed while it is written: the sha256 of its data bytes (the file
+//! after the 128-byte `.npy` header, which is rewritten at the end and is checked by its dtype
+//! and shape instead). sha256 because it needs no new crate, is the hash the manifest already
+//! uses for inputs and tokenizers, and runs on SHA-NI in both the `sha2` crate and Python's
+//! hashlib: measured 1.63-1.66 GiB/s in Rust and 1.37 GiB/s in `hashlib` on a 2-core EPYC, against
+//! prep's ~8 MB/s of array bytes per encoding thread (~2.5M tokens/s x ~3 bytes), so well under 1%
+//! of one core per encoding thread. crc32fast was 14-20 GiB/s but 3.9 GiB/s in Python's zlib, and
+//! 32 bits is a weak identity for multi-GB files copied between machines (benches/RESULTS.md).
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
@@ -22,6 +33,7 @@ pub struct NpyWriter {
     item_size: usize,
     row_len: Option<usize>,
     items: u64,
+    data_sha256: Sha256,
 }
 
 impl NpyWriter {
@@ -29,7 +41,7 @@ impl NpyWriter {
     /// array of shape `(rows, k)`.
     pub fn create(path: PathBuf, descr: &'static str, item_size: usize, row_len: Option<usize>) -> Result<Self> {
         let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
-        let mut writer = NpyWriter { path, file: BufWriter::with_capacity(1 << 20, file), descr, item_size, row_len, items: 0 };
+        let mut writer = NpyWriter { path, file: BufWriter::with_capacity(1 << 20, file), descr, item_size, row_len, items: 0, data_sha256: Sha256::new() };
         let header = writer.header();
         writer.file.write_all(&header).map_err(|e| Error::io(&writer.path, e))?;
         Ok(writer)
@@ -52,6 +64,7 @@ impl NpyWriter {
 
     pub fn write_bytes(&mut self, bytes: &[u8]) -> Result<()> {
         self.items += (bytes.len() / self.item_size) as u64;
+        self.data_sha256.update(bytes);
         self.file.write_all(bytes).map_err(|e| Error::io(&self.path, e))
     }
 
@@ -74,7 +87,8 @@ impl NpyWriter {
         self.write_bytes(&bytes)
     }
 
-    pub fn finish(mut self) -> Result<()> {
+    /// Completes the file (final header, synced) and returns the sha256 hex of its data bytes.
+    pub fn finish(mut self) -> Result<String> {
         let header = self.header();
         let path = self.path.clone();
         let io = |e| Error::io(&path, e);
@@ -82,7 +96,8 @@ impl NpyWriter {
         let mut file = self.file.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         file.write_all(&header).map_err(io)?;
-        file.sync_all().map_err(io)
+        file.sync_all().map_err(io)?;
+        Ok(crate::source::hex(&self.data_sha256.finalize()))
     }
 }
 
@@ -203,8 +218,9 @@ mod tests {
         let path = dir.path().join("a.npy");
         let mut writer = NpyWriter::create(path.clone(), "<i8", 8, Some(2)).unwrap();
         writer.write_i64(&[1, 2, 3, 4, 5, 6]).unwrap();
-        writer.finish().unwrap();
+        let data_sha256 = writer.finish().unwrap();
         let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(data_sha256, crate::source::hex(&Sha256::digest(&bytes[HEADER_LEN..])));
         assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
         assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]) as usize + 10, HEADER_LEN);
         let header = std::str::from_utf8(&bytes[10..HEADER_LEN]).unwrap();

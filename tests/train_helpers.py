@@ -20,8 +20,10 @@ def write_dataset(
     tokenizer_sha256: str = "0" * 64,
     vocab_size: int = 1000,
     pad_token: str | None = None,
+    checksums: bool = True,
 ) -> Path:
-    """Write ``samples`` (``(ids, mask)`` pairs) as a format-1 dataset directory, as prep would."""
+    """Write ``samples`` (``(ids, mask)`` pairs) as a format-1 dataset directory, as prep would
+    (``checksums=False``: as prep did before it recorded ``array_sha256``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dtype = np.uint16 if vocab_size <= 65536 else np.uint32
@@ -49,8 +51,24 @@ def write_dataset(
         "counts": {"read": len(samples), "written": len(samples), "rejected": 0, "rejected_by_reason": {}, "truncated": 0},
         "fingerprint": "0" * 64,
     }
+    if checksums:
+        manifest["array_sha256"] = {name: data_sha256(out / name) for name in ARRAYS}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return out
+
+
+ARRAYS = ("input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy")
+
+
+def data_sha256(npy: Path) -> str:
+    """sha256 of an .npy file's data bytes (after its header), as the Rust writer records it."""
+    import hashlib
+
+    with open(npy, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        read_header(f)
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def random_samples(n: int, seed: int = 0, min_len: int = 3, max_len: int = 40, vocab: int = 1000):

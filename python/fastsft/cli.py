@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fastsft.verify import register_cli as register_verify
 
     register_verify(subparsers)
+    from fastsft.check import register_cli as register_check
+
+    register_check(subparsers)
     try:
         from fastsft.train import register_cli as register_train
     except ImportError:

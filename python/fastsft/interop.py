@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fastsft.data.dataset import IGNORE_INDEX, PathLike, resolve_dataset_dirs
+from fastsft.data.integrity import check_dataset
 from fastsft.data.manifest import read_manifest
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ __all__ = ["to_arrow_table", "to_hf_dataset"]
 def _shard_table(directory: Path, labels: bool) -> pa.Table:
     import pyarrow as pa
 
-    read_manifest(directory)  # checks dtypes and shapes against the manifest
+    check_dataset(read_manifest(directory))  # as SFTDataset does: headers, offsets, counts, id range
     ids = np.load(directory / "input_ids.npy", mmap_mode="r")
     mask = np.load(directory / "loss_mask.npy", mmap_mode="r")
     offsets = pa.array(np.load(directory / "offsets.npy", mmap_mode="r"))

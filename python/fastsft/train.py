@@ -23,13 +23,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ._core import FastSFTError
 from .data.manifest import sha256_file
+from .train_exit import EXIT_ERROR, EXIT_INTERRUPTED, TrainInterrupted, interrupted_message, is_user_error, one_line, resolve_resume
 
 DEEPSPEED_PRESETS = {"zero2": "zero2.json", "zero3": "zero3.json", "zero3-offload": "zero3_offload.json"}
 SUMMARY_FILE = "train_summary.json"
 
 
-class TrainSetupError(ValueError):
+class TrainSetupError(FastSFTError):
     """The data, model or options cannot train together (the message says why and what to do)."""
 
 
@@ -108,6 +110,25 @@ class TrainOptions:
 # checks
 
 
+def check_options(opts: TrainOptions) -> None:
+    """Refuse numbers no run can use, naming the flag, before anything is loaded."""
+    at_least = {"--batch-size": (opts.batch_size, 1), "--grad-accum": (opts.grad_accum, 1), "--save-steps": (opts.save_steps, 1),
+                "--logging-steps": (opts.logging_steps, 1), "--lora-r": (opts.lora_r, 0), "--warmup": (opts.warmup, 0),
+                "--eval-split": (opts.eval_split, 0), "--weight-decay": (opts.weight_decay, 0)}  # fmt: skip
+    for flag, value, low in [(f, *v) for f, v in at_least.items()] + [
+        ("--num-workers", opts.num_workers, 0), ("--pack-len", opts.pack_len, 1), ("--eval-steps", opts.eval_steps, 1),
+        ("--save-total-limit", opts.save_total_limit, 1),
+    ]:  # fmt: skip
+        if value is not None and value < low:
+            raise TrainSetupError(f"{flag} {value}: must be at least {low}")
+    if not opts.lr > 0:
+        raise TrainSetupError(f"--lr {opts.lr}: must be positive")
+    if opts.max_steps == 0 or opts.max_steps < -1:
+        raise TrainSetupError(f"--max-steps {opts.max_steps}: must be positive (or -1: use --epochs)")
+    if opts.max_steps == -1 and not opts.epochs > 0:
+        raise TrainSetupError(f"--epochs {opts.epochs}: must be positive (or give --max-steps)")
+
+
 def check_data_fits_model(dataset: Any, model_dir: str | Path, embedding_rows: int | None = None) -> None:
     """Refuse data made with another tokenizer, or with ids the model cannot embed.
 
@@ -130,6 +151,8 @@ def check_data_fits_model(dataset: Any, model_dir: str | Path, embedding_rows: i
             "or train the model the data was made for"
         )
     if embedding_rows is None:
+        if not (model_dir / "config.json").is_file():
+            raise TrainSetupError(f"{model_dir}: no config.json; --model must be a model directory (config.json, weights, tokenizer.json)")
         cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
         embedding_rows = cfg.get("vocab_size") or (cfg.get("text_config") or {}).get("vocab_size")
     if embedding_rows is not None and dataset.vocab_size is not None and dataset.vocab_size > embedding_rows:
@@ -168,6 +191,24 @@ def prepare_distributed_env(use_deepspeed: bool) -> None:
     )  # fmt: skip
 
 
+def init_deepspeed_comm(cuda: bool) -> None:
+    """Start DeepSpeed's communication (``deepspeed.comm``) for this process's launcher world.
+
+    Must run before ``TrainingArguments`` and before the model loads. With ZeRO-3,
+    ``from_pretrained`` builds the model inside ``deepspeed.zero.Init``, whose ``DeepSpeedConfig``
+    asks ``deepspeed.comm`` for the world size; when ``deepspeed.comm`` is not started it silently
+    assumes a world of one, and the batch sizes that ``TrainingArguments`` filled in for the real
+    world (``train_batch_size = micro x accum x world``) fail DeepSpeed's check. On GPUs accelerate
+    starts ``deepspeed.comm`` as a side effect of ``TrainingArguments``; with ``use_cpu`` it starts
+    only ``torch.distributed``, so 2 CPU processes crashed there. Starting it here, on every
+    device, makes CPU and GPU runs take the same path; accelerate then reuses the process group.
+    """
+    import deepspeed
+
+    # gloo on CPU: what accelerate would pick without oneCCL, and what the CPU tests use
+    deepspeed.init_distributed(dist_backend=None if cuda else "gloo", auto_mpi_discovery=False, verbose=False)
+
+
 def deepspeed_config(spec: str | None) -> dict[str, Any] | None:
     """The DeepSpeed config for ``--deepspeed``: a shipped preset by name, or a JSON file."""
     if spec is None:
@@ -178,7 +219,13 @@ def deepspeed_config(spec: str | None) -> dict[str, Any] | None:
     path = Path(spec)
     if not path.is_file():
         raise TrainSetupError(f"--deepspeed {spec}: neither a preset ({', '.join(DEEPSPEED_PRESETS)}) nor a file")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TrainSetupError(f"--deepspeed {spec}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise TrainSetupError(f"--deepspeed {spec}: expected a JSON object (a DeepSpeed config)")
+    return config
 
 
 def resolve_precision(precision: str, cuda: bool, bf16_ok: bool) -> str:
@@ -294,16 +341,20 @@ def _trainer_class():
 
 def train(opts: TrainOptions) -> dict[str, Any]:
     """Run ``fastsft train`` with ``opts``; return the summary (also written to ``output/train_summary.json``)."""
+    check_options(opts)
     if not os.path.exists(opts.model):
         # A hub id (`Qwen/Qwen2.5-0.5B-Instruct`) from the local Hugging Face cache, never downloaded.
         from fastsft.hub import resolve_model_dir
 
         opts.model = os.fspath(resolve_model_dir(opts.model, model=True))
     ds_config = deepspeed_config(opts.deepspeed)
+    resume = resolve_resume(opts.resume, opts.output)
     prepare_distributed_env(ds_config is not None)
 
     import torch
     from transformers import AutoModelForCausalLM, TrainingArguments
+
+    report_to = _report_to(opts.report_to)
 
     from .data import PackedDataset, PackingCollator, PadCollator, SFTDataset, split_indices
 
@@ -321,6 +372,10 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         train_set, eval_set = dataset, None
     if len(train_set) == 0:
         raise TrainSetupError(f"{', '.join(opts.data)}: no training samples")
+    try:  # before the model loads: a bad --output should not cost a model load to find out
+        Path(opts.output).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TrainSetupError(f"--output {opts.output}: cannot create it ({e.strerror or e})") from None
 
     pack_fill = None
     if opts.packing:
@@ -335,8 +390,12 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         train_items, eval_items = train_set, eval_set
         collator = PadCollator(pad_token_id=_pad_token_id(dataset, opts.model))
 
-    # --- TrainingArguments first: with ZeRO-3 it must exist before the model loads (zero.Init)
+    # --- DeepSpeed's communication, then TrainingArguments (which registers the HF DeepSpeed
+    # config), both before the model loads: with ZeRO-3, from_pretrained partitions the weights
+    # inside zero.Init, which reads the world size from deepspeed.comm and the config from them
     cuda = torch.cuda.is_available()
+    if ds_config is not None:
+        init_deepspeed_comm(cuda)
     precision = resolve_precision(opts.precision, cuda, cuda and torch.cuda.is_bf16_supported())
     do_eval = eval_items is not None and len(eval_items) > 0
     eval_steps = opts.eval_steps or opts.save_steps
@@ -366,7 +425,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         eval_steps=eval_steps if do_eval else None,
         deepspeed=ds_config,
         use_cpu=not cuda,
-        report_to=[] if opts.report_to == "none" else opts.report_to.split(","),
+        report_to=report_to,
         dataloader_num_workers=opts.num_workers if opts.num_workers is not None else (2 if cuda else 0),
         remove_unused_columns=False,
         ddp_find_unused_parameters=False,
@@ -395,11 +454,11 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     if main:
         _print_banner(opts, dataset, train_items, eval_items, pack_fill, precision, attn, model, ds_config)
 
-    resume = opts.resume
-    if resume == "latest":
-        resume = True
     t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except KeyboardInterrupt:
+        raise TrainInterrupted(trainer.state.global_step) from None
     wall = time.perf_counter() - t0
     summary = dict(trainer.fs_summary)
     if do_eval:
@@ -427,6 +486,26 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         Path(opts.output, SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=float) + "\n")
         _print_summary(summary)
     return summary
+
+
+def _report_to(spec: str) -> list[str] | str:
+    """``--report-to`` as the Trainer takes it; an integration whose package is missing is refused
+    now, not after the model loads (the Trainer raises then)."""
+    if spec in ("none", ""):
+        return []
+    if spec == "all":
+        return "all"
+    from transformers.integrations import get_available_reporting_integrations
+
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    available = get_available_reporting_integrations()
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise TrainSetupError(
+            f"--report-to {spec}: {', '.join(missing)} not installed (pip install {' '.join(missing)}); "
+            f"installed: {', '.join(available) or 'none'}"
+        )
+    return names
 
 
 def _num_params(model: Any, trainable_only: bool = False) -> int:
@@ -532,9 +611,14 @@ def train_main(args: argparse.Namespace) -> int:
     opts = TrainOptions(**{f.name: getattr(args, f.name) for f in fields(TrainOptions)})
     try:
         train(opts)
-    except (TrainSetupError, FileNotFoundError) as e:
-        print(f"fastsft train: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt as e:
+        print(interrupted_message(opts.output, getattr(e, "step", None), opts.save_steps), file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        if not is_user_error(e):
+            raise
+        print(f"fastsft train: error: {one_line(e)}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
     return 0
 
 

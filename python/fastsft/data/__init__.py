@@ -5,7 +5,9 @@ Importing this package needs only numpy; torch is used when installed (items bec
 
 from .collate import PackingCollator, PadCollator
 from .dataset import IGNORE_INDEX, SFTDataset, SFTSubset, resolve_dataset_dirs, split_indices
-from .manifest import DatasetFormatError, Manifest, read_manifest, sha256_file
+from .errors import DatasetFormatError
+from .integrity import check_dataset
+from .manifest import Manifest, read_manifest, sha256_file
 from .packing import PackedDataset, Packs, pack, pack_rows
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "PadCollator",
     "SFTDataset",
     "SFTSubset",
+    "check_dataset",
     "pack",
     "pack_rows",
     "read_manifest",

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .integrity import check_dataset, check_offsets
 from .manifest import DatasetFormatError, Manifest, is_dataset_dir, read_manifest
 
 IGNORE_INDEX = -100
@@ -80,12 +81,17 @@ class SFTDataset:
         labels         = [  -100,-100, 198, 9707, 151645]
         attention_mask = [     1,   1,   1,    1,      1]
 
+    Opening checks every dataset against its manifest (``integrity.check_dataset``: one read of
+    the arrays, offsets, trained-token count, id range) and raises ``DatasetFormatError``, one
+    line naming the file, when something is wrong; ``check=False`` skips the read of the token
+    arrays (headers, dtypes and lengths are always checked).
+
     Attributes:
         lengths: int64 array, the token count of every sample (for samplers and packing).
         manifests: one ``Manifest`` per dataset directory.
     """
 
-    def __init__(self, paths: PathLike | Sequence[PathLike]):
+    def __init__(self, paths: PathLike | Sequence[PathLike], *, check: bool = True):
         self.dirs = resolve_dataset_dirs(paths)
         self.manifests: list[Manifest] = [read_manifest(d) for d in self.dirs]
         shas = {m.tokenizer_sha256 for m in self.manifests}
@@ -94,6 +100,11 @@ class SFTDataset:
             raise DatasetFormatError(f"datasets were made with different tokenizers ({listing}); train on one at a time")
         # offsets are small (8 bytes a sample) and needed everywhere: read them eagerly.
         self._offsets = [np.array(np.load(d / "offsets.npy", mmap_mode="r"), dtype=np.int64) for d in self.dirs]
+        for man, offsets in zip(self.manifests, self._offsets):
+            if check:
+                check_dataset(man, offsets)
+            else:
+                check_offsets(man, offsets)  # already in memory: always checked
         self.lengths = (
             np.concatenate([np.diff(o) for o in self._offsets]) if self._offsets else np.zeros(0, np.int64)
         )

@@ -1,9 +1,9 @@
 """Read and validate the ``manifest.json`` of a prepared dataset (DESIGN §2).
 
-This module only reads: it checks that a directory is a complete, format-1 dataset whose arrays
-agree with what its manifest says, and exposes the few fields the trainer relies on. It does not
-open the token arrays (``dataset.py`` memory-maps them) and does not write manifests (the Rust
-writer does).
+This module only reads: it checks that a directory is a complete dataset (format 1 or 2) whose array
+headers agree with what its manifest says (``integrity.check_structure``), and exposes the few
+fields the trainer relies on. It does not scan the token arrays (``integrity.check_dataset`` does)
+and does not write manifests (the Rust writer does).
 """
 
 from __future__ import annotations
@@ -16,15 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from .errors import DatasetFormatError
+from .integrity import check_structure
+
 FORMAT_VERSION = 2
 """Version 2 adds ``turns.npy`` (per-turn samples, DESIGN §3.1); version 1 is still read."""
 READABLE_VERSIONS = (1, 2)
 ARRAY_FILES = ("input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy")
 _REQUIRED_KEYS = ("format_version", "num_samples", "num_tokens", "input_ids_dtype", "tokenizer")
-
-
-class DatasetFormatError(ValueError):
-    """A directory is not a valid prepared dataset (missing file, wrong version, inconsistent arrays)."""
 
 
 @dataclass(frozen=True)
@@ -53,12 +52,12 @@ def is_dataset_dir(path: str | Path) -> bool:
 def read_manifest(path: str | Path) -> Manifest:
     """Read ``path/manifest.json`` and check it against the array files next to it.
 
-    Only the ``.npy`` headers are read (``mmap_mode="r"``), so this is cheap for any size.
+    Only the ``.npy`` headers and file sizes are read, so this is cheap for any size.
 
     Raises:
         FileNotFoundError: ``path`` has no ``manifest.json`` or misses an array file.
-        DatasetFormatError: unknown format version, missing keys, or arrays whose dtype or shape
-            disagree with the manifest.
+        DatasetFormatError: unknown format version, missing keys, a damaged ``.npy`` header or
+            file length, or arrays whose dtype or shape disagree with the manifest.
     """
     path = Path(path)
     mpath = path / "manifest.json"
@@ -68,8 +67,10 @@ def read_manifest(path: str | Path) -> Manifest:
         )
     try:
         raw = json.loads(mpath.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DatasetFormatError(f"{mpath}: invalid JSON ({e})") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetFormatError(f"{mpath}: invalid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise DatasetFormatError(f"{mpath}: expected a JSON object, found {type(raw).__name__}")
     missing = [k for k in _REQUIRED_KEYS if k not in raw]
     if missing:
         raise DatasetFormatError(f"{mpath}: missing key(s) {', '.join(missing)}")
@@ -80,7 +81,16 @@ def read_manifest(path: str | Path) -> Manifest:
             "(re-run `fastsft prep` with this version)"
         )
     tok = raw.get("tokenizer") or {}
-    man = Manifest(
+    try:
+        man = _manifest(path, raw, tok)
+    except (TypeError, ValueError, AttributeError) as e:
+        raise DatasetFormatError(f"{mpath}: a count or the tokenizer entry has the wrong type ({e})") from None
+    check_structure(man)
+    return man
+
+
+def _manifest(path: Path, raw: dict[str, Any], tok: dict[str, Any]) -> Manifest:
+    return Manifest(
         path=path,
         num_samples=int(raw["num_samples"]),
         num_tokens=int(raw["num_tokens"]),
@@ -91,43 +101,6 @@ def read_manifest(path: str | Path) -> Manifest:
         pad_token=tok.get("pad_token"),
         raw=raw,
     )
-    _check_arrays(man)
-    return man
-
-
-def _check_arrays(man: Manifest) -> None:
-    for name in ARRAY_FILES:
-        if not (man.path / name).is_file():
-            raise FileNotFoundError(f"{man.path}: missing {name}; the dataset is incomplete (re-run `fastsft prep`)")
-    ids = np.load(man.path / "input_ids.npy", mmap_mode="r")
-    mask = np.load(man.path / "loss_mask.npy", mmap_mode="r")
-    offsets = np.load(man.path / "offsets.npy", mmap_mode="r")
-    origin = np.load(man.path / "origin.npy", mmap_mode="r")
-    where = f"{man.path}"
-    if np.dtype(man.input_ids_dtype) != ids.dtype or ids.dtype not in (np.uint16, np.uint32):
-        raise DatasetFormatError(
-            f"{where}: input_ids.npy has dtype {ids.dtype}, manifest says {man.input_ids_dtype} (expected uint16 or uint32)"
-        )
-    if ids.ndim != 1 or ids.shape[0] != man.num_tokens:
-        raise DatasetFormatError(f"{where}: input_ids.npy has shape {ids.shape}, manifest num_tokens={man.num_tokens}")
-    if mask.dtype != np.uint8 or mask.shape != ids.shape:
-        raise DatasetFormatError(f"{where}: loss_mask.npy is {mask.dtype}{mask.shape}, expected uint8{ids.shape}")
-    if offsets.dtype != np.int64 or offsets.shape != (man.num_samples + 1,):
-        raise DatasetFormatError(
-            f"{where}: offsets.npy is {offsets.dtype}{offsets.shape}, expected int64({man.num_samples + 1},)"
-        )
-    if origin.shape != (man.num_samples, 2):
-        raise DatasetFormatError(f"{where}: origin.npy has shape {origin.shape}, expected ({man.num_samples}, 2)")
-    if man.raw["format_version"] >= 2:
-        if not (man.path / "turns.npy").is_file():
-            raise FileNotFoundError(f"{man.path}: missing turns.npy; the dataset is incomplete (re-run `fastsft prep`)")
-        turns = np.load(man.path / "turns.npy", mmap_mode="r")
-        if turns.dtype != np.int64 or turns.shape != (man.num_samples,):
-            raise DatasetFormatError(f"{where}: turns.npy is {turns.dtype}{turns.shape}, expected int64({man.num_samples},)")
-    if man.num_samples and (offsets[0] != 0 or offsets[-1] != man.num_tokens):
-        raise DatasetFormatError(
-            f"{where}: offsets.npy runs from {offsets[0]} to {offsets[-1]}, expected 0 to num_tokens={man.num_tokens}"
-        )
 
 
 def sample_turn(man: Manifest, row: int) -> int | None:
