@@ -159,7 +159,7 @@ def test_prep_records_checksums_that_check_verifies(tmp_path, capsys):
     out = tmp_path / "prepped"
     fastsft.prep([str(CORPORA / "llamafactory_identity.jsonl.gz")], str(QWEN_TOKENIZER), str(out), max_len=256)
     recorded = read_manifest(out).raw["array_sha256"]
-    assert sorted(recorded) == ["input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy"]
+    assert sorted(recorded) == ["input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy", "turns.npy"]
     from train_helpers import data_sha256
 
     assert all(recorded[name] == data_sha256(out / name) for name in recorded)

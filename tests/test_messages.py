@@ -35,7 +35,8 @@ def test_forced_format_names_the_missing_field_and_does_not_advise_format(tmp_pa
     assert (done.returncode, done.stderr) == (
         2,
         "fastsft prep: error: 1 of 1 record rejected (100.0%, nothing written); most common reason: missing_field "
-        f"(1 record); first: {data}:1: the record has no 'instruction'; the records lack fields that --format alpaca reads\n",
+        f"(1 record); first: {data}:1: the record has no 'instruction'; the records lack fields that --format alpaca reads; "
+        f"every reject is listed in {data.parent / 'out.rejects.jsonl'}\n",
     )
 
 

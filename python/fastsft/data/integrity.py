@@ -249,6 +249,8 @@ def check_dataset(man: Manifest, offsets: np.ndarray | None = None, checksums: b
     if want_hash:  # offsets were already checked; their bytes (and origin's) only need hashing
         jobs += [lambda: _scan_plain(arrays["offsets.npy"], hashers["offsets.npy"]),
                  lambda: _scan_plain(arrays["origin.npy"], hashers["origin.npy"])]  # fmt: skip
+        if "turns.npy" in arrays:
+            jobs.append(lambda: _scan_plain(arrays["turns.npy"], hashers["turns.npy"]))
     _run_all(jobs)
     if want_hash:
         for name, h in hashers.items():
