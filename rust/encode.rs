@@ -302,7 +302,7 @@ impl Encoder {
         let trained = crate::template::trained_turns(conversation, self.options.train_on == TrainOn::Last);
         let mut ranges = Vec::new();
         let mut untrained = Vec::new();
-        for span in rendered.spans.iter().filter(|s: &&Span| trained.contains(&s.message)) {
+        for span in rendered.spans.iter().filter(|s: &&Span| trained.binary_search(&s.message).is_ok()) {
             let end = if self.options.train_eot { span.end } else { span.eot_start };
             let masked = match self.options.reasoning {
                 ReasoningPolicy::Mask => crate::template::reasoning::block_in_span(&rendered.text, span.start, span.eot_start),

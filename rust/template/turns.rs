@@ -9,7 +9,7 @@
 use super::pystr::is_python_space;
 use super::reasoning::{self, ReasoningPolicy};
 use super::{trained_turns, Rendered, TurnOptions};
-use crate::schema::{Conversation, Message, Reject, RejectReason};
+use crate::schema::{Conversation, Message, Reject, RejectReason, Role};
 
 /// Checks every trained turn of a whole-conversation rendering.
 pub fn check_whole(conversation: &Conversation, rendered: &Rendered, turns: &TurnOptions) -> Result<(), Reject> {
@@ -53,11 +53,23 @@ pub fn check_turn(conversation: &Conversation, index: usize, span: &str, policy:
 const MIN_FOREIGN_TEXT: usize = 3;
 
 fn check_no_foreign_text(conversation: &Conversation, index: usize, message: &Message, span: &str) -> Result<(), Reject> {
-    let own_calls = message.tool_calls.as_ref().map(|calls| serde_json::Value::from(calls.clone()).to_string()).unwrap_or_default();
+    // The tool calls' JSON is only serialized when another message's text shows up in the span.
+    let own_calls = std::cell::OnceCell::new();
     let own = |text: &str| {
-        message.text().contains(text) || message.reasoning.as_deref().is_some_and(|r| r.contains(text)) || own_calls.contains(text)
+        message.text().contains(text)
+            || message.reasoning.as_deref().is_some_and(|r| r.contains(text))
+            || own_calls
+                .get_or_init(|| message.tool_calls.as_ref().map(|calls| serde_json::Value::from(calls.clone()).to_string()).unwrap_or_default())
+                .contains(text)
     };
-    for (other, m) in conversation.messages.iter().enumerate() {
+    // A span that runs past its turn (or starts before it) takes in the messages around it: those
+    // after it up to the next assistant turn, and the one before it. Checking only these keeps
+    // the cost linear in the conversation (measured: all messages × all spans cost 20% of a
+    // whole run on long ShareGPT conversations).
+    let messages = &conversation.messages;
+    let after = messages[index + 1..].iter().position(|m| m.role == Role::Assistant).map_or(messages.len(), |p| index + 1 + p);
+    let neighbours = index.saturating_sub(1)..after;
+    for (other, m) in messages.iter().enumerate().take(neighbours.end).skip(neighbours.start) {
         let text = m.text().trim_matches(is_python_space);
         if other == index || text.len() < MIN_FOREIGN_TEXT || !span.contains(text) || own(text) {
             continue;
@@ -87,6 +99,21 @@ mod tests {
         assert_eq!(err.reason, RejectReason::SpanNotFound);
         let quoting = conversation(vec![Message::new(Role::User, "say hello"), Message::new(Role::Assistant, "You said: say hello")]);
         assert!(check_turn(&quoting, 1, "You said: say hello", ReasoningPolicy::Train).is_ok());
+    }
+
+    #[test]
+    fn a_span_running_into_the_next_turns_is_refused() {
+        let c = conversation(vec![
+            Message::new(Role::User, "first question"),
+            Message::new(Role::Assistant, "one"),
+            Message::new(Role::User, "second question"),
+            Message::new(Role::Tool, "tool output"),
+            Message::new(Role::Assistant, "two"),
+        ]);
+        let err = check_turn(&c, 1, "one<eot>second question", ReasoningPolicy::Train).unwrap_err();
+        assert!(err.detail.contains("message 3"), "{}", err.detail);
+        let err = check_turn(&c, 1, "one<eot>x<eot>tool output", ReasoningPolicy::Train).unwrap_err();
+        assert!(err.detail.contains("message 4"), "{}", err.detail);
     }
 
     #[test]
