@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reference import TEMPLATES, TOKENIZERS, Conversation, read_lines
+from reference import TEMPLATES, TOKENIZERS, Conversation, load_tokenizer, read_lines
 
 
 @dataclass(frozen=True)
@@ -78,11 +78,9 @@ def write_head(source: Path, target: Path, n_records: int) -> Path:
 # transformers
 
 
-@functools.cache
 def hf_tokenizer(name: str):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(TOKENIZERS / name))
+    """Shared with tests/reference.py's `load_tokenizer` (one load per session)."""
+    return load_tokenizer(TOKENIZERS / name)
 
 
 @functools.cache
