@@ -20,11 +20,11 @@ test-deps:  ## test dependencies and fastsft itself (editable, release build)
 	$(PYTHON) -m pip install -r requirements-test.txt -r requirements-train.txt -r requirements-interop.txt -r requirements-faults.txt
 	$(PYTHON) -m pip install -e .
 
-rust-test:
-	cargo test --release
+rust-test:  ## without LTO, which is for the wheel: the test build took 531 s instead of 1,880 s (benches/RESULTS.md)
+	CARGO_PROFILE_RELEASE_LTO=false cargo test --release
 
-py-test:
-	$(PYTHON) -m pytest -q
+py-test:  ## and the 25 slowest tests, to keep CI's time in view
+	$(PYTHON) -m pytest -q --durations=25
 
 test: test-deps rust-test py-test  ## everything: install test deps, cargo test, pytest
 

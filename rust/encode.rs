@@ -8,13 +8,12 @@
 
 use std::path::{Path, PathBuf};
 
-use tokenizers::Tokenizer;
-
 use crate::fastbpe::FastTokenizer;
+use crate::tokenizer::{LoadedTokenizer, OffsetSource, Reference};
 
 use crate::error::{Error, Result};
 use crate::schema::{parse_record, Conversation, Reject, RejectReason, SchemaOptions};
-use crate::template::{sha256_hex, HistoryTurns, ReasoningPolicy, Rendered, Span, SpecialTokens, SplitTurns, Template, TemplateInfo, TemplateOptions, TurnOptions};
+use crate::template::{HistoryTurns, ReasoningPolicy, Rendered, Span, SpecialTokens, SplitTurns, Template, TemplateInfo, TemplateOptions, TurnOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Truncation {
@@ -93,7 +92,8 @@ pub struct TokenizerInfo {
 }
 
 pub struct Encoder {
-    tokenizer: Tokenizer,
+    /// The `tokenizers` crate's tokenizer, built when first needed (rust/tokenizer.rs).
+    tokenizer: Reference,
     /// The exact fast BPE (`fastbpe`), when it supports this tokenizer and passed the self-check.
     fast: Option<FastTokenizer>,
     offsets: OffsetSource,
@@ -115,40 +115,28 @@ impl Encoder {
         } else {
             (tokenizer.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")), tokenizer.to_path_buf())
         };
-        let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
-        let tokenizer = load_tokenizer(&bytes, &file)?;
-        let offsets = OffsetSource::detect(&bytes, &tokenizer);
-        let fast = match offsets {
-            OffsetSource::ByteLengths { .. } => fast_tokenizer(&bytes, &tokenizer),
-            OffsetSource::Tokenizer => None,
-        };
+        // The reference tokenizer builds in the background while the template loads; the fast
+        // BPE's self-check then waits for it (unless the tokenizer cache vouches for it).
+        let mut loaded = LoadedTokenizer::load(&file)?;
         let config = read_config(&dir)?;
         let token = |name: &str| config.as_ref().and_then(|c| token_string(c.get(name)));
         let named: Vec<(String, String)> = ["bos_token", "eos_token", "unk_token", "pad_token"]
             .into_iter()
             .filter_map(|name| token(name).map(|t| (name.to_string(), t)))
             .collect();
-        let added = tokenizer.get_added_tokens_decoder();
-        let vocab_size = tokenizer.get_vocab_size(true);
-        let max_id = added.keys().copied().max().map_or(0, |m| m as usize + 1).max(vocab_size);
-        let mut special_ids = vec![false; max_id];
-        let mut special: Vec<String> = Vec::new();
-        for (id, added_token) in &added {
-            if added_token.special {
-                special_ids[*id as usize] = true;
-                special.push(added_token.content.clone());
-            }
-        }
-        special.sort();
+        let special = std::mem::take(&mut loaded.special);
         let (template, template_info) = Template::load(template, &dir, SpecialTokens { named, special }, &options.template)?;
+        loaded.verify()?;
+        let fast = loaded.take_fast();
         let tokenizer_info = TokenizerInfo {
             path: file.display().to_string(),
-            sha256: sha256_hex(&bytes),
-            vocab_size: max_id,
+            sha256: loaded.sha256,
+            vocab_size: loaded.vocab_size,
             bos_token: token("bos_token"),
             eos_token: token("eos_token"),
             pad_token: token("pad_token"),
         };
+        let (tokenizer, offsets, special_ids) = (loaded.reference, loaded.offsets, loaded.special_ids);
         Ok(Encoder { tokenizer, fast, offsets, template, schema, options, special_ids, tokenizer_info, template_info })
     }
 
@@ -337,28 +325,6 @@ impl Encoder {
     }
 }
 
-/// The fast BPE for this `tokenizer.json`, if it supports it and agrees with the `tokenizers`
-/// crate on a probe set of texts (chat markup, mixed scripts, whitespace runs, digits, emoji,
-/// special-token look-alikes). `FASTSFT_TOKENIZER=reference` turns it off.
-fn fast_tokenizer(json: &[u8], reference: &Tokenizer) -> Option<FastTokenizer> {
-    if std::env::var("FASTSFT_TOKENIZER").is_ok_and(|v| v == "reference") {
-        return None;
-    }
-    let fast = FastTokenizer::from_tokenizer_json(json)?;
-    let probes = [
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n請翻譯:今天天氣真好<|im_end|>\n<|im_start|>assistant\n",
-        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHello, who are you?<|eot_id|>",
-        "  leading   and trailing spaces \t\t\n\n\n  \r\n x",
-        "Numbers 1234567 3.14159 and 10,000,000; it's they'RE we'll I'd",
-        "emoji 😀👩‍💻🇫🇷 mixed русский 日本語 한국어 العربية e\u{301} café",
-        "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": [1, 2]}}",
-        "<|im_start <|im_end|>x <|endoftext|><|endoftext|> </s> <s>[INST]",
-        "\u{1f}\u{1c}\u{a0}\u{3000}\u{2028} odd whitespace",
-    ];
-    let same = probes.iter().all(|text| reference.encode(*text, false).is_ok_and(|e| e.get_ids() == fast.encode(text).as_slice()));
-    same.then_some(fast)
-}
-
 /// `[start, end)` byte ranges of a rendered text.
 type ByteRanges = Vec<(usize, usize)>;
 
@@ -367,76 +333,6 @@ type ByteRanges = Vec<(usize, usize)>;
 fn forged_panic_trigger() -> Option<&'static str> {
     static TRIGGER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     TRIGGER.get_or_init(|| std::env::var("FASTSFT_TEST_FORGE_PANIC").ok().filter(|t| !t.is_empty())).as_deref()
-}
-
-/// Where token offsets come from (see [`Encoder::tokenize`]).
-enum OffsetSource {
-    /// Byte-level BPE: each id's length in bytes; `nfc` when a NFC normalizer runs first (then
-    /// only text already in NFC, whose bytes the normalizer leaves alone, can use the lengths).
-    ByteLengths { lengths: Vec<u32>, nfc: bool },
-    Tokenizer,
-}
-
-impl OffsetSource {
-    fn detect(json: &[u8], tokenizer: &Tokenizer) -> OffsetSource {
-        let Ok(config) = serde_json::from_slice::<serde_json::Value>(json) else { return OffsetSource::Tokenizer };
-        let kind = |v: &serde_json::Value| v.get("type").and_then(|t| t.as_str()).unwrap_or_default().to_string();
-        let pre = config.get("pre_tokenizer").cloned().unwrap_or_default();
-        let byte_level = kind(&pre) == "ByteLevel"
-            || pre.get("pretokenizers").and_then(|p| p.as_array()).is_some_and(|list| list.iter().any(|p| kind(p) == "ByteLevel"));
-        let bpe = config.get("model").map(kind).as_deref() == Some("BPE");
-        let normalizer = config.get("normalizer").filter(|n| !n.is_null()).map(kind);
-        let nfc = match normalizer.as_deref() {
-            None => false,
-            Some("NFC") => true,
-            Some(_) => return OffsetSource::Tokenizer,
-        };
-        // Added tokens that strip neighbouring whitespace cover more bytes than their text.
-        let stripping = tokenizer.get_added_tokens_decoder().values().any(|t| t.lstrip || t.rstrip);
-        if !byte_level || !bpe || stripping {
-            return OffsetSource::Tokenizer;
-        }
-        let size = tokenizer.get_vocab_size(true);
-        let mut lengths = vec![0u32; size.max(1)];
-        for (token, id) in tokenizer.get_vocab(false) {
-            // Each character of a byte-level token stands for exactly one byte.
-            if let Some(slot) = lengths.get_mut(id as usize) {
-                *slot = token.chars().count() as u32;
-            }
-        }
-        for (id, added) in tokenizer.get_added_tokens_decoder() {
-            if (id as usize) >= lengths.len() {
-                lengths.resize(id as usize + 1, 0);
-            }
-            lengths[id as usize] = added.content.len() as u32;
-        }
-        OffsetSource::ByteLengths { lengths, nfc }
-    }
-}
-
-/// Loads `tokenizer.json` with `trim_offsets` off in every ByteLevel post-processor: trimming
-/// makes whitespace-only tokens report empty ranges (and so fall out of the mask). It changes
-/// only offsets, never ids.
-fn load_tokenizer(bytes: &[u8], path: &Path) -> Result<Tokenizer> {
-    let invalid = |detail: String| Error::Tokenizer { path: path.to_path_buf(), detail };
-    let mut json: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
-    if let Some(post) = json.get_mut("post_processor") {
-        untrim_offsets(post);
-    }
-    let patched = serde_json::to_vec(&json).map_err(|e| invalid(e.to_string()))?;
-    let mut tokenizer = Tokenizer::from_bytes(patched).map_err(|e| invalid(format!("not a tokenizers file: {e}")))?;
-    tokenizer.with_truncation(None).map_err(|e| invalid(e.to_string()))?;
-    tokenizer.with_padding(None);
-    Ok(tokenizer)
-}
-
-fn untrim_offsets(processor: &mut serde_json::Value) {
-    if processor.get("type").and_then(|t| t.as_str()) == Some("ByteLevel") {
-        processor["trim_offsets"] = serde_json::Value::Bool(false);
-    }
-    if let Some(serde_json::Value::Array(list)) = processor.get_mut("processors") {
-        list.iter_mut().for_each(untrim_offsets);
-    }
 }
 
 fn read_config(dir: &Path) -> Result<Option<serde_json::Value>> {

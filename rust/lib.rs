@@ -17,6 +17,8 @@ pub mod pipeline;
 pub mod schema;
 pub mod source;
 pub mod template;
+pub mod tokenizer;
+pub mod tokenizer_cache;
 pub mod writer;
 
 #[cfg(feature = "python")]

@@ -19,6 +19,7 @@ It never imports fastsft.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import gzip
 import json
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reference import TEMPLATES, TOKENIZERS, Conversation, read_lines
+from reference import TEMPLATES, TOKENIZERS, Conversation, load_tokenizer, read_lines
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,8 @@ def write_head(source: Path, target: Path, n_records: int) -> Path:
 
 @functools.cache
 def hf_tokenizer(name: str):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(TOKENIZERS / name))
+    """Shared with tests/reference.py's `load_tokenizer` (one load per session)."""
+    return load_tokenizer(TOKENIZERS / name)
 
 
 @functools.cache
@@ -167,6 +167,23 @@ def span_mask(name: str, text: str, spans: list[tuple[int, int]]) -> tuple[list[
     """(ids, mask) of `text` under DESIGN §3's rule, from the `tokenizers` library's char offsets."""
     enc = lib_tokenizer(name).encode(text, add_special_tokens=False)
     special = special_ids(name)
+    if not all(a <= b for a, b in spans) or not all(b <= a for (_, b), (a, _) in zip(spans, spans[1:])):
+        return enc.ids, _span_mask_any_order(enc, special, spans)
+    # Spans in order and disjoint: starts and ends both ascend, so for each token only the last
+    # span starting before it (does it reach the token?) and the first span starting after its
+    # start (does it start inside the token?) can decide; the same rule as the plain loop below.
+    starts = [a for a, _ in spans]
+    mask = []
+    for token, (start, end) in zip(enc.ids, enc.offsets):
+        before = bisect.bisect_right(starts, start) if start == end else bisect.bisect_left(starts, end)
+        inside = before > 0 and spans[before - 1][1] > start
+        after = bisect.bisect_right(starts, start)
+        header = token in special and after < len(spans) and spans[after][0] < end
+        mask.append(int(inside and not header))
+    return enc.ids, mask
+
+
+def _span_mask_any_order(enc, special: frozenset[int], spans: list[tuple[int, int]]) -> list[int]:
     mask = []
     for token, (start, end) in zip(enc.ids, enc.offsets):
         if start == end:
@@ -175,7 +192,7 @@ def span_mask(name: str, text: str, spans: list[tuple[int, int]]) -> tuple[list[
             inside = any(start < b and end > a for a, b in spans)
         header = token in special and any(start < a < end for a, b in spans)
         mask.append(int(inside and not header))
-    return enc.ids, mask
+    return mask
 
 
 def trained_runs(name: str, text: str, ids: list[int], mask: list[int]) -> list[str]:

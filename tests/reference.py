@@ -11,6 +11,7 @@ names the rules a record breaks (`Reject.rules`) and the tests map fastsft's cod
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 from dataclasses import dataclass, field
@@ -314,9 +315,15 @@ def check_conversation(conv: Conversation) -> None:
 
 
 def load_tokenizer(directory: str | Path):
+    """transformers' tokenizer of a model directory, loaded once per session (tests only read it)."""
+    return _load_tokenizer(str(Path(directory).resolve()))
+
+
+@functools.cache
+def _load_tokenizer(directory: str):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(directory))
+    return AutoTokenizer.from_pretrained(directory)
 
 
 def marked_template() -> str:

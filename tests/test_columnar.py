@@ -11,14 +11,14 @@ import gzip
 import json
 from pathlib import Path
 
+import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
-
-import fastsft  # noqa: E402
-from fastsft import FastSFTError  # noqa: E402
+import fastsft
+from fastsft import FastSFTError
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPORA = ROOT / "assets" / "corpora"
@@ -41,24 +41,7 @@ def records(name: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _columnar_wired(tmp: Path) -> bool:
-    path = tmp / "probe.parquet"
-    pq.write_table(pa.Table.from_pylist(records("llamafactory_identity")[:2]), path)
-    try:
-        fastsft.prep([str(path)], str(QWEN), str(tmp / "probe_out"))
-    except (FastSFTError, OSError, ValueError):
-        return False
-    return True
-
-
-@pytest.fixture(scope="module")
-def wired(tmp_path_factory):
-    if not _columnar_wired(tmp_path_factory.mktemp("probe")):
-        pytest.skip("columnar inputs are not wired into the Rust source yet (rust/source.rs)")
-
-
 def hf_dataset(table):
-    import datasets
     from datasets.table import InMemoryTable
 
     return datasets.Dataset(InMemoryTable(table))
@@ -84,8 +67,7 @@ def assert_same(a: dict, b: dict) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_parquet_and_save_to_disk_match_jsonl(wired, tmp_path, name):
-    datasets = pytest.importorskip("datasets")
+def test_parquet_and_save_to_disk_match_jsonl(tmp_path, name):
     rows = records(name)
     table = pa.Table.from_pylist(rows)
     parquet = tmp_path / f"{name}.parquet"
@@ -106,7 +88,7 @@ def test_parquet_and_save_to_disk_match_jsonl(wired, tmp_path, name):
         )
 
 
-def test_arrow_ipc_file_and_stream(wired, tmp_path):
+def test_arrow_ipc_file_and_stream(tmp_path):
     import pyarrow.feather as feather
 
     name = "llamafactory_glaive_toolcall_en_demo"
@@ -122,7 +104,7 @@ def test_arrow_ipc_file_and_stream(wired, tmp_path):
     assert_same(jsonl, prepared([stream_path], tmp_path / "stream"))
 
 
-def test_mixed_inputs_keep_file_indices(wired, tmp_path):
+def test_mixed_inputs_keep_file_indices(tmp_path):
     a, b = "llamafactory_identity", "fastchat_dummy_conversation"
     parquet = tmp_path / f"{b}.parquet"
     pq.write_table(pa.Table.from_pylist(records(b)), parquet)
@@ -132,8 +114,7 @@ def test_mixed_inputs_keep_file_indices(wired, tmp_path):
     assert set(np.unique(mixed["arrays"]["origin"][:, 0])) == {0, 1}
 
 
-def test_shards_of_a_saved_dataset_cover_it_once(wired, tmp_path):
-    datasets = pytest.importorskip("datasets")
+def test_shards_of_a_saved_dataset_cover_it_once(tmp_path):
     name = "llamafactory_alpaca_en_demo"
     saved = tmp_path / "saved"
     hf_dataset(pa.Table.from_pylist(records(name))).save_to_disk(str(saved), num_shards=3)
@@ -148,8 +129,7 @@ def test_shards_of_a_saved_dataset_cover_it_once(wired, tmp_path):
     assert np.array_equal(rows, np.sort(whole["arrays"]["origin"][:, 1]))
 
 
-def test_dataset_dict_directory_names_its_splits(wired, tmp_path):
-    datasets = pytest.importorskip("datasets")
+def test_dataset_dict_directory_names_its_splits(tmp_path):
     table = pa.Table.from_pylist(records("llamafactory_identity"))
     dd = datasets.DatasetDict({"train": hf_dataset(table), "test": hf_dataset(table)})
     dd.save_to_disk(str(tmp_path / "dd"))

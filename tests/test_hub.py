@@ -6,11 +6,10 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import huggingface_hub  # noqa: F401  (a test dependency: fail, not skip, without it)
 import pytest
 
 from fastsft.hub import resolve_model_dir
-
-pytest.importorskip("huggingface_hub")
 
 TOKENIZERS = Path(__file__).resolve().parent.parent / "assets" / "tokenizers"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

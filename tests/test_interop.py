@@ -10,15 +10,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import datasets
 import numpy as np
+import pyarrow  # noqa: F401
 import pytest
 
-datasets = pytest.importorskip("datasets")
-pytest.importorskip("pyarrow")
-
-import fastsft  # noqa: E402
-from fastsft.interop import to_hf_dataset  # noqa: E402
-from train_helpers import build_small_tokenizer, train_corpora, write_dataset  # noqa: E402
+import fastsft
+from fastsft.interop import to_hf_dataset
+from train_helpers import build_small_tokenizer, train_corpora, write_dataset
 
 
 def arrays(directory: Path):
@@ -113,7 +112,6 @@ def _trainer(model_dir: Path, train_dataset, out: Path, **config):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory, small_tokenizer) -> Path:
-    pytest.importorskip("torch")
     from fastsft.tiny_model import build_tiny_model
 
     return build_tiny_model(small_tokenizer, tmp_path_factory.mktemp("model") / "tiny", layers=1, hidden=32, heads=4, kv_heads=2)
@@ -121,7 +119,6 @@ def tiny_model(tmp_path_factory, small_tokenizer) -> Path:
 
 @pytest.mark.parametrize("labels", [True, False], ids=["labels", "assistant_masks"])
 def test_trl_trains_on_assistant_tokens_only(prepared, tiny_model, tmp_path, labels):
-    pytest.importorskip("trl")
     import torch
 
     ids, mask, offsets = arrays(prepared)
@@ -170,7 +167,6 @@ def test_trl_trains_on_assistant_tokens_only(prepared, tiny_model, tmp_path, lab
 
 
 def test_trl_skip_prepare_uses_fastsft_labels(prepared, tiny_model, tmp_path):
-    pytest.importorskip("trl")
     ds = to_hf_dataset(prepared)
     trainer = _trainer(tiny_model, ds, tmp_path / "run", dataset_kwargs={"skip_prepare_dataset": True})
     assert trainer.train_dataset is ds  # no pass over the data: the zero-copy table is what trains

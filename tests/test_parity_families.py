@@ -434,13 +434,11 @@ GOLDEN = {
 
 @families
 def test_golden_trained_runs(family):
-    import fastsft
-
     text, runs = GOLDEN[family]
     messages = TWO_TURNS if family == "gemma" else [PIRATE, *TWO_TURNS]
     conv = Conversation(messages)
     assert hf_render(family, conv) == text
-    out = fastsft.RecordEncoder(str(TOKENIZERS / family)).encode(json.dumps({"messages": messages}))
+    out = record_encoder(family).encode(json.dumps({"messages": messages}))
     ids, mask = out["input_ids"], list(out["loss_mask"])
     assert ids == lib_ids(family, text)
     assert trained_runs(family, text, ids, mask) == runs
@@ -471,9 +469,15 @@ def option_record(family: str, first: dict | None = None, second: dict | None = 
 
 
 def encode(family: str, record: str, **options) -> dict:
+    return options_encoder(family, tuple(sorted(options.items()))).encode(record)
+
+
+@functools.cache
+def options_encoder(family: str, options: tuple):
+    """One encoder per family and options for the session (loading one is what costs)."""
     import fastsft
 
-    return fastsft.RecordEncoder(str(TOKENIZERS / family), **options).encode(record)
+    return fastsft.RecordEncoder(str(TOKENIZERS / family), **dict(options))
 
 
 def runs_of(family: str, out: dict) -> list[str]:

@@ -239,7 +239,7 @@ def test_changed_and_missing_inputs(tmp_path, capsys):
 
 def test_input_layouts(tmp_path):
     """JSON arrays (malformed and empty elements numbered as prep numbers them), zstd, gzip, BOM."""
-    zstandard = pytest.importorskip("zstandard")
+    import zstandard
     with gzip.open(CORPORA / "llamafactory_identity.jsonl.gz", "rt", encoding="utf-8") as f:
         records = [line.strip() for line in itertools.islice(f, 12)]
     array = "\ufeff[\n" + ",\n".join(records[:4] + ["{bad json]"] + records[4:8]) + "\n]\n"

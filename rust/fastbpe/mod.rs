@@ -26,6 +26,7 @@ mod added;
 mod bpe;
 mod cache;
 mod classes;
+pub mod json;
 mod model;
 mod normalize;
 mod pretokenize;
@@ -39,7 +40,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::Value;
 
 use added::{Matcher, Segment, Strip};
-use cache::{with_cache, FxHashMap, WordCache};
+pub use cache::FxHashMap;
+pub use json::TokenizerJson;
+use cache::{with_cache, WordCache};
 use model::Model;
 use normalize::Normalizer;
 use pretokenize::Pattern;
@@ -75,27 +78,27 @@ impl FastTokenizer {
     /// Builds the fast tokenizer from the bytes of a `tokenizer.json`, or `None` if anything in
     /// it is not implemented here exactly (then use the `tokenizers` crate).
     pub fn from_tokenizer_json(json: &[u8]) -> Option<FastTokenizer> {
-        let root: Value = serde_json::from_slice(json).ok()?;
-        let root = root.as_object()?;
-        if let Some(v) = root.get("version") {
+        FastTokenizer::from_parsed(&TokenizerJson::parse(json).ok()?)
+    }
+
+    /// [`FastTokenizer::from_tokenizer_json`] of a file already parsed.
+    pub fn from_parsed(root: &TokenizerJson) -> Option<FastTokenizer> {
+        if let Some(v) = &root.version {
             if v.as_str() != Some("1.0") {
                 return None;
             }
         }
-        for key in ["truncation", "padding"] {
-            if !root.get(key).is_none_or(Value::is_null) {
-                return None;
-            }
-        }
-        if !root.get("post_processor").is_none_or(post_processor_keeps_ids) {
+        if !root.truncation.is_null() || !root.padding.is_null() {
             return None;
         }
-        let null = Value::Null;
-        let normalizer = Normalizer::from_json(root.get("normalizer").unwrap_or(&null))?;
-        let pre_tokenizer = parse_pre_tokenizer(root.get("pre_tokenizer").unwrap_or(&null), &normalizer)?;
+        if !post_processor_keeps_ids(&root.post_processor) {
+            return None;
+        }
+        let normalizer = Normalizer::from_json(&root.normalizer)?;
+        let pre_tokenizer = parse_pre_tokenizer(&root.pre_tokenizer, &normalizer)?;
         let byte_level = matches!(pre_tokenizer, PreTokenizer::ByteLevel(_));
-        let model_json = root.get("model")?;
-        let model = Model::from_json(model_json, byte_level)?;
+        let model_json = root.model.as_ref()?;
+        let model = Model::from_parsed(model_json, byte_level)?;
         if byte_level && model.byte_fallback.is_some() {
             return None; // never needed: byte-level vocabularies hold every byte
         }
@@ -104,9 +107,8 @@ impl FastTokenizer {
         {
             return None; // "first" needs original offsets through a normalizer
         }
-        let segment = !byte_level && !model.ignore_merges && sentencepiece::can_segment(model_json);
-        let (raw_tokens, normalized_tokens) =
-            added_tokens(root.get("added_tokens").unwrap_or(&null), &model, &normalizer)?;
+        let segment = !byte_level && !model.ignore_merges && sentencepiece::can_segment(model_json.merges.as_deref()?);
+        let (raw_tokens, normalized_tokens) = added_tokens(&root.added_tokens, &model, &normalizer)?;
         classes::init();
         Some(FastTokenizer {
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::bpe::Merges;
 use super::cache::{FxHashMap, PairCache};
+use super::json::{MergeJson, ModelJson};
 use super::vocab::Vocab;
 
 pub struct Model {
@@ -53,14 +54,14 @@ pub fn byte_to_char() -> [char; 256] {
 impl Model {
     /// Parses the model; `byte_level` re-keys the vocabulary by raw bytes. `None` for anything
     /// not implemented exactly (dropout, subword prefixes/suffixes, merges into unknown tokens).
-    pub fn from_json(m: &Value, byte_level: bool) -> Option<Model> {
-        let obj = m.as_object()?;
-        if obj.get("type").and_then(Value::as_str) != Some("BPE") {
+    pub fn from_parsed(m: &ModelJson, byte_level: bool) -> Option<Model> {
+        let obj = &m.fields;
+        if m.kind() != Some("BPE") {
             return None;
         }
         for (key, v) in obj {
             let ok = match key.as_str() {
-                "type" | "vocab" | "merges" => true,
+                "type" => true,
                 "dropout" => v.is_null() || v.as_f64() == Some(0.0),
                 "continuing_subword_prefix" | "end_of_word_suffix" => v.is_null() || v.as_str() == Some(""),
                 "unk_token" => v.is_null() || v.is_string(),
@@ -72,19 +73,19 @@ impl Model {
             }
         }
         let flag = |k: &str| obj.get(k).and_then(Value::as_bool).unwrap_or(false);
-        let json_vocab = obj.get("vocab")?.as_object()?;
+        let json_vocab = m.vocab.as_ref()?;
         let mut by_string: FxHashMap<&str, u32> = FxHashMap::default();
         by_string.reserve(json_vocab.len());
         for (k, v) in json_vocab {
-            by_string.insert(k.as_str(), u32::try_from(v.as_u64()?).ok()?);
+            by_string.insert(k.as_ref(), u32::try_from(*v).ok()?);
         }
 
-        let merges_json = obj.get("merges")?.as_array()?;
+        let merges_json = m.merges.as_ref()?;
         let mut merges = Merges::with_capacity(merges_json.len());
         let mut concat = String::new();
         for (rank, pair) in merges_json.iter().enumerate() {
             let (a, b) = match pair {
-                Value::String(s) => {
+                MergeJson::Joined(s) => {
                     let mut parts = s.split(' ');
                     let (a, b) = (parts.next()?, parts.next()?);
                     if parts.next().is_some() {
@@ -92,8 +93,8 @@ impl Model {
                     }
                     (a, b)
                 }
-                Value::Array(p) if p.len() == 2 => (p[0].as_str()?, p[1].as_str()?),
-                _ => return None,
+                MergeJson::Pair(a, b) => (a.as_ref(), b.as_ref()),
+                MergeJson::Invalid => return None,
             };
             concat.clear();
             concat.push_str(a);

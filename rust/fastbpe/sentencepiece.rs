@@ -11,6 +11,7 @@
 use serde_json::Value;
 
 use super::cache::WordCache;
+use super::json::MergeJson;
 use super::model::Model;
 
 pub const METASPACE: char = '\u{2581}';
@@ -74,19 +75,15 @@ impl Metaspace {
 }
 
 /// Whether cutting before `▁` is safe for this merge table (see the module doc).
-pub fn can_segment(model_json: &Value) -> bool {
-    let Some(merges) = model_json.get("merges").and_then(Value::as_array) else { return false };
+pub fn can_segment(merges: &[MergeJson]) -> bool {
     merges.iter().all(|pair| {
         let (a, b) = match pair {
-            Value::String(s) => match s.split_once(' ') {
+            MergeJson::Joined(s) => match s.split_once(' ') {
                 Some(p) => p,
                 None => return false,
             },
-            Value::Array(p) if p.len() == 2 => match (p[0].as_str(), p[1].as_str()) {
-                (Some(a), Some(b)) => (a, b),
-                _ => return false,
-            },
-            _ => return false,
+            MergeJson::Pair(a, b) => (a.as_ref(), b.as_ref()),
+            MergeJson::Invalid => return false,
         };
         !(b.starts_with(METASPACE) && !a.ends_with(METASPACE))
     })

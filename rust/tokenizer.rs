@@ -1,0 +1,351 @@
+//! Loading `tokenizer.json` for the encoder: read and hashed once, parsed once into the sections
+//! fastsft reads ([`TokenizerJson`]), from which come the special tokens, the byte length of every
+//! token (for byte-level offsets) and the exact fast BPE (`fastbpe`).
+//!
+//! The `tokenizers` crate's own tokenizer (the reference) is built from the same bytes on a
+//! background thread, while the caller loads the template; it is needed for the fast BPE's
+//! self-check, and for the texts and tokenizers the fast path does not cover. When the on-disk
+//! cache ([`crate::tokenizer_cache`]) holds this file's sections and a passed self-check, the
+//! reference is not built until a text needs it, and the JSON is not parsed at all.
+//!
+//! Not here: encoding (`encode.rs`), the template (`template/`).
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+
+use serde_json::Value;
+use tokenizers::{Encoding, Tokenizer};
+
+use crate::error::{Error, Result};
+use crate::fastbpe::{FastTokenizer, FxHashMap, TokenizerJson};
+use crate::template::sha256_hex;
+use crate::tokenizer_cache::{self, CacheDir};
+
+/// `tokenizer.json`, loaded.
+pub struct LoadedTokenizer {
+    pub file: PathBuf,
+    pub sha256: String,
+    /// One past the largest id (model and added tokens).
+    pub vocab_size: usize,
+    /// Indexed by token id: true for the special added tokens.
+    pub special_ids: Vec<bool>,
+    /// The special added tokens' texts, sorted.
+    pub special: Vec<String>,
+    pub offsets: OffsetSource,
+    /// The fast BPE, when it supports this file; `verified` says whether it passed the self-check.
+    fast: Option<FastTokenizer>,
+    verified: bool,
+    pub reference: Reference,
+    /// Cold loads: the cache entry (directory, encoded sections) to store once verified.
+    pending_cache: Option<(CacheDir, Vec<u8>)>,
+}
+
+/// Where token offsets come from (see `Encoder::tokenize`).
+pub enum OffsetSource {
+    /// Byte-level BPE: each id's length in bytes; `nfc` when a NFC normalizer runs first (then
+    /// only text already in NFC, whose bytes the normalizer leaves alone, can use the lengths).
+    ByteLengths { lengths: Vec<u32>, nfc: bool },
+    Tokenizer,
+}
+
+/// Texts on which the fast BPE must give the `tokenizers` crate's ids before it is used: chat
+/// markup, mixed scripts, whitespace runs, digits, emoji, special-token look-alikes.
+const PROBES: [&str; 8] = [
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n請翻譯:今天天氣真好<|im_end|>\n<|im_start|>assistant\n",
+    "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHello, who are you?<|eot_id|>",
+    "  leading   and trailing spaces \t\t\n\n\n  \r\n x",
+    "Numbers 1234567 3.14159 and 10,000,000; it's they'RE we'll I'd",
+    "emoji 😀👩‍💻🇫🇷 mixed русский 日本語 한국어 العربية e\u{301} café",
+    "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": [1, 2]}}",
+    "<|im_start <|im_end|>x <|endoftext|><|endoftext|> </s> <s>[INST]",
+    "\u{1f}\u{1c}\u{a0}\u{3000}\u{2028} odd whitespace",
+];
+
+impl LoadedTokenizer {
+    /// Reads `file`. With a valid cache entry for its bytes, nothing else is parsed; otherwise
+    /// the sections are parsed here and the reference tokenizer is built in the background.
+    /// The cache is the one of the environment ([`CacheDir::from_env`]).
+    pub fn load(file: &Path) -> Result<LoadedTokenizer> {
+        LoadedTokenizer::load_with_cache(file, CacheDir::from_env())
+    }
+
+    pub fn load_with_cache(file: &Path, cache: Option<CacheDir>) -> Result<LoadedTokenizer> {
+        let bytes: Arc<[u8]> = std::fs::read(file).map_err(|e| Error::io(file, e))?.into();
+        let sha256 = sha256_hex(&bytes);
+        let reference_only = std::env::var("FASTSFT_TOKENIZER").is_ok_and(|v| v == "reference");
+        let cache = if reference_only { None } else { cache };
+        if let Some(dir) = &cache {
+            if let Some(entry) = tokenizer_cache::read(dir, &sha256) {
+                if let Ok(parsed) = entry.sections() {
+                    if entry.fast_verified {
+                        let mut loaded = LoadedTokenizer::from_sections(&parsed, file, &sha256, bytes.clone(), false, true)?;
+                        loaded.verified = loaded.fast.is_some();
+                        if loaded.verified {
+                            return Ok(loaded);
+                        }
+                    }
+                }
+            }
+        }
+        let parsed = TokenizerJson::parse(&bytes)
+            .map_err(|e| Error::Tokenizer { path: file.to_path_buf(), detail: format!("invalid JSON: {e}") })?;
+        let mut loaded = LoadedTokenizer::from_sections(&parsed, file, &sha256, bytes.clone(), reference_only, false)?;
+        if let (Some(dir), Some(_)) = (cache, &loaded.fast) {
+            loaded.pending_cache = Some((dir, tokenizer_cache::encode_sections(&parsed)));
+        }
+        Ok(loaded)
+    }
+
+    /// `lazy`: build the reference only when a text needs it (a cache hit); otherwise start now.
+    fn from_sections(parsed: &TokenizerJson, file: &Path, sha256: &str, bytes: Arc<[u8]>, reference_only: bool, lazy: bool) -> Result<LoadedTokenizer> {
+        let reference = Reference::new(file.to_path_buf(), bytes, !lazy);
+        let model_vocab: Option<VocabMap> = parsed.model.as_ref().and_then(|m| m.vocab.as_deref()).map(vocab_map);
+        let added = AddedTokens::from_json(&parsed.added_tokens, model_vocab.as_ref());
+        let model_len = model_vocab.as_ref().map_or(0, |v| v.len());
+        let vocab_size = added.max_id.map_or(0, |m| m as usize + 1).max(model_len + added.new_count);
+        let mut special_ids = vec![false; vocab_size];
+        for (id, _) in added.tokens.iter().filter(|(_, t)| t.special) {
+            special_ids[*id as usize] = true;
+        }
+        let mut special: Vec<String> = added.tokens.iter().filter(|(_, t)| t.special).map(|(_, t)| t.content.clone()).collect();
+        special.sort();
+        let offsets = detect_offsets(parsed, model_vocab.as_ref(), &added, model_len + added.new_count);
+        let fast = match offsets {
+            OffsetSource::ByteLengths { .. } if !reference_only => FastTokenizer::from_parsed(parsed),
+            _ => None,
+        };
+        Ok(LoadedTokenizer {
+            file: file.to_path_buf(),
+            sha256: sha256.to_string(),
+            vocab_size,
+            special_ids,
+            special,
+            offsets,
+            fast,
+            verified: false,
+            reference,
+            pending_cache: None,
+        })
+    }
+
+    /// Runs the fast BPE's self-check against the reference (unless a cache entry already
+    /// vouches for it), drops the fast BPE if it fails, and stores a passed check in the cache.
+    /// Until this runs, [`LoadedTokenizer::fast`] is `None`.
+    /// Without a fast BPE the reference is the tokenizer: its load errors surface here.
+    pub fn verify(&mut self) -> Result<()> {
+        if self.verified {
+            return Ok(());
+        }
+        if self.fast.is_none() {
+            return self.reference.get().map(|_| ());
+        }
+        let reference = self.reference.get()?;
+        let fast = self.fast.as_ref().expect("checked above");
+        let same = PROBES.iter().all(|text| reference.encode(*text, false).is_ok_and(|e| e.get_ids() == fast.encode(text).as_slice()));
+        if !same {
+            self.fast = None;
+            return Ok(());
+        }
+        self.verified = true;
+        if let Some((dir, sections)) = self.pending_cache.take() {
+            // The cache is an optimisation: a directory that cannot be written is not an error.
+            let _ = tokenizer_cache::write(&dir, &self.sha256, &sections, true);
+        }
+        Ok(())
+    }
+
+    /// The fast BPE, once verified.
+    pub fn fast(&self) -> Option<&FastTokenizer> {
+        self.fast.as_ref().filter(|_| self.verified)
+    }
+
+    /// Takes the verified fast BPE out (the encoder owns it).
+    pub fn take_fast(&mut self) -> Option<FastTokenizer> {
+        if self.verified {
+            self.fast.take()
+        } else {
+            None
+        }
+    }
+}
+
+/// A token of `added_tokens`, as the `tokenizers` crate's `AddedVocabulary` keeps it.
+struct AddedToken {
+    content: String,
+    special: bool,
+    strips: bool,
+}
+
+/// `added_tokens` with ids assigned as `AddedVocabulary::add_tokens` assigns them: a repeated
+/// content keeps its first id (its last flags win), a model token keeps its model id, a new
+/// one gets the next id after the model's vocabulary.
+struct AddedTokens {
+    tokens: Vec<(u32, AddedToken)>,
+    max_id: Option<u32>,
+    /// Added tokens that are not model tokens.
+    new_count: usize,
+}
+
+impl AddedTokens {
+    fn from_json(v: &Value, model: Option<&VocabMap>) -> AddedTokens {
+        let model_len = model.map_or(0, |m| m.len()) as u32;
+        let mut tokens: Vec<(u32, AddedToken)> = Vec::new();
+        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut next_id = model_len;
+        let mut new_count = 0;
+        for t in v.as_array().map(Vec::as_slice).unwrap_or_default() {
+            let Some(content) = t.get("content").and_then(Value::as_str) else { continue };
+            if content.is_empty() {
+                continue;
+            }
+            let flag = |k: &str| t.get(k).and_then(Value::as_bool).unwrap_or(false);
+            let token = AddedToken { content: content.to_string(), special: flag("special"), strips: flag("lstrip") || flag("rstrip") };
+            if let Some(&i) = index.get(content) {
+                tokens[i].1 = token;
+                continue;
+            }
+            let id = match model.and_then(|m| m.get(content)) {
+                Some(&id) => id,
+                None => {
+                    next_id += 1;
+                    new_count += 1;
+                    next_id - 1
+                }
+            };
+            index.insert(content.to_string(), tokens.len());
+            tokens.push((id, token));
+        }
+        let max_id = tokens.iter().map(|(id, _)| *id).max();
+        AddedTokens { tokens, max_id, new_count }
+    }
+}
+
+type VocabMap<'a> = FxHashMap<&'a str, u32>;
+
+/// The vocabulary as a map, deduplicated as the `tokenizers` crate reads it (a later entry for
+/// the same token wins).
+fn vocab_map<'a>(entries: &'a [(Cow<'a, str>, u64)]) -> VocabMap<'a> {
+    let mut map = VocabMap::with_capacity_and_hasher(entries.len(), Default::default());
+    for (token, id) in entries {
+        map.insert(token.as_ref(), *id as u32);
+    }
+    map
+}
+
+/// Byte lengths for byte-level BPE files whose normalizer, if any, is NFC and whose added tokens
+/// strip no whitespace (those cover more bytes than their text); the tokenizer's own offsets
+/// otherwise.
+fn detect_offsets(parsed: &TokenizerJson, vocab: Option<&VocabMap>, added: &AddedTokens, size: usize) -> OffsetSource {
+    let kind = |v: &Value| v.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+    let pre = &parsed.pre_tokenizer;
+    let byte_level = kind(pre) == "ByteLevel"
+        || pre.get("pretokenizers").and_then(Value::as_array).is_some_and(|list| list.iter().any(|p| kind(p) == "ByteLevel"));
+    let bpe = parsed.model.as_ref().and_then(|m| m.kind()) == Some("BPE");
+    let nfc = match parsed.normalizer.is_null() {
+        true => false,
+        false if kind(&parsed.normalizer) == "NFC" => true,
+        false => return OffsetSource::Tokenizer,
+    };
+    let stripping = added.tokens.iter().any(|(_, t)| t.strips);
+    let Some(vocab) = vocab else { return OffsetSource::Tokenizer };
+    if !byte_level || !bpe || stripping {
+        return OffsetSource::Tokenizer;
+    }
+    let mut lengths = vec![0u32; size.max(1)];
+    for (token, &id) in vocab {
+        // Each character of a byte-level token stands for exactly one byte.
+        if let Some(slot) = lengths.get_mut(id as usize) {
+            *slot = token.chars().count() as u32;
+        }
+    }
+    for (id, token) in &added.tokens {
+        if (*id as usize) >= lengths.len() {
+            lengths.resize(*id as usize + 1, 0);
+        }
+        lengths[*id as usize] = token.content.len() as u32;
+    }
+    OffsetSource::ByteLengths { lengths, nfc }
+}
+
+/// The `tokenizers` crate's tokenizer of the file, built once, on first use or ahead of it on a
+/// background thread.
+pub struct Reference {
+    file: PathBuf,
+    bytes: Arc<[u8]>,
+    building: Mutex<Option<JoinHandle<std::result::Result<Tokenizer, String>>>>,
+    built: OnceLock<std::result::Result<Tokenizer, String>>,
+}
+
+impl Reference {
+    fn new(file: PathBuf, bytes: Arc<[u8]>, start_now: bool) -> Reference {
+        let building = start_now.then(|| {
+            let bytes = bytes.clone();
+            std::thread::spawn(move || build_reference(&bytes))
+        });
+        Reference { file, bytes, building: Mutex::new(building), built: OnceLock::new() }
+    }
+
+    /// Whether the reference has been built or is being built (tests: a cached load must not).
+    pub fn started(&self) -> bool {
+        self.built.get().is_some() || self.building.lock().is_ok_and(|h| h.is_some())
+    }
+
+    pub fn get(&self) -> Result<&Tokenizer> {
+        let built = self.built.get_or_init(|| {
+            let handle = self.building.lock().map(|mut h| h.take()).unwrap_or(None);
+            match handle {
+                Some(h) => h.join().unwrap_or_else(|_| Err("the tokenizer failed to load".to_string())),
+                None => build_reference(&self.bytes),
+            }
+        });
+        built.as_ref().map_err(|detail| Error::Tokenizer { path: self.file.clone(), detail: detail.clone() })
+    }
+
+    /// `Tokenizer::encode_fast` of the reference (built if needed).
+    pub fn encode_fast(&self, text: &str, add_special_tokens: bool) -> tokenizers::Result<Encoding> {
+        self.get().map_err(|e| e.to_string())?.encode_fast(text, add_special_tokens)
+    }
+
+    /// `Tokenizer::encode` of the reference (built if needed).
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> tokenizers::Result<Encoding> {
+        self.get().map_err(|e| e.to_string())?.encode(text, add_special_tokens)
+    }
+}
+
+/// The file through the `tokenizers` crate, with `trim_offsets` off in every ByteLevel
+/// post-processor: trimming makes whitespace-only tokens report empty ranges (and so fall out of
+/// the mask). It changes only offsets, never ids.
+fn build_reference(bytes: &[u8]) -> std::result::Result<Tokenizer, String> {
+    let mut tokenizer = Tokenizer::from_bytes(bytes).map_err(|e| format!("not a tokenizers file: {e}"))?;
+    if let Some(post) = tokenizer.get_post_processor() {
+        let mut json = serde_json::to_value(post).map_err(|e| e.to_string())?;
+        if untrim_offsets(&mut json) {
+            let patched: tokenizers::processors::PostProcessorWrapper = serde_json::from_value(json).map_err(|e| e.to_string())?;
+            tokenizer.with_post_processor(Some(patched));
+        }
+    }
+    tokenizer.with_truncation(None).map_err(|e| e.to_string())?;
+    tokenizer.with_padding(None);
+    Ok(tokenizer)
+}
+
+/// Sets `trim_offsets: false` in every ByteLevel processor; true if it changed anything.
+fn untrim_offsets(processor: &mut Value) -> bool {
+    let mut changed = false;
+    if processor.get("type").and_then(Value::as_str) == Some("ByteLevel") && processor.get("trim_offsets") != Some(&Value::Bool(false)) {
+        processor["trim_offsets"] = Value::Bool(false);
+        changed = true;
+    }
+    if let Some(Value::Array(list)) = processor.get_mut("processors") {
+        for p in list.iter_mut() {
+            changed |= untrim_offsets(p);
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+#[path = "tokenizer_tests.rs"]
+mod tests;
