@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 import tempfile
 from pathlib import Path
 
@@ -20,7 +21,8 @@ sys.path.insert(0, str(REPO / "tests"))
 import fastsft  # noqa: E402
 from public_models import build_models  # noqa: E402
 
-CORPORA = sorted((REPO / "assets" / "corpora").glob("*.jsonl.gz"))
+# The chat corpora (gsm8k and belle_eval are question/answer files in no chat layout).
+CORPORA = [p for p in sorted((REPO / "assets" / "corpora").glob("*.jsonl.gz")) if not p.name.startswith(("gsm8k", "belle"))]
 Q = {"role": "user", "content": "What is 2+2?"}
 TRACES = [
     {"messages": [Q, {"role": "assistant", "content": "4", "reasoning_content": "add two and two"}]},
@@ -41,10 +43,17 @@ def main() -> None:
         for name, directory in models.items():
             for label, inputs in (("shipped corpora", CORPORA), ("reasoning traces", [traces])):
                 out = root / f"out-{name}-{label[:4]}"
-                s = fastsft.prep([str(p) for p in inputs], str(directory), str(out), max_reject_fraction=1.0,
-                                 date="2024-07-26")
-                reasons = ", ".join(f"{k} {v}" for k, v in sorted(s["rejected_by_reason"].items(), key=lambda kv: -kv[1]))
-                print(f"{name:16} {label:18} {s['read']:>6} {s['written']:>7} {s['samples']:>7}  {reasons or '-'}")
+                try:
+                    s = fastsft.prep([str(p) for p in inputs], str(directory), str(out), max_reject_fraction=1.0,
+                                     date="2024-07-26")
+                    by_reason = s["rejected_by_reason"]
+                    read, written, samples = s["read"], s["written"], s["samples"]
+                except fastsft.FastSFTError:  # every record rejected: the run keeps OUT.rejects.jsonl
+                    rejects = [json.loads(line) for line in (root / f"{out.name}.rejects.jsonl").read_text().splitlines()]
+                    by_reason = Counter(r["reason"] for r in rejects)
+                    read, written, samples = len(rejects), 0, 0
+                reasons = ", ".join(f"{k} {v}" for k, v in sorted(by_reason.items(), key=lambda kv: -kv[1]))
+                print(f"{name:16} {label:18} {read:>6} {written:>7} {samples:>7}  {reasons or '-'}")
 
 
 if __name__ == "__main__":
