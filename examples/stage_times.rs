@@ -19,13 +19,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let conversations: Vec<_> = lines.iter().filter_map(|l| parse_record(l.as_bytes(), &schema).ok()).collect();
     let parse = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let rendered: Vec<_> = conversations.iter().filter_map(|c| encoder.template().render(c).ok()).collect();
+    let turns = encoder.turn_options();
+    let rendered: Vec<_> = conversations.iter().filter_map(|c| encoder.template().render(c, &turns).ok()).collect();
     let render = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut tokens = 0usize;
     for c in &conversations {
-        if let Ok(e) = encoder.encode_conversation(c) {
-            tokens += e.ids.len();
+        if let Ok(samples) = encoder.encode_conversation(c) {
+            tokens += samples.iter().map(|e| e.ids.len()).sum::<usize>();
         }
     }
     let encode = t.elapsed().as_secs_f64() - render;
