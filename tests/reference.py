@@ -183,8 +183,8 @@ def _from_sharegpt(record: dict, role_map: dict[str, str]) -> Conversation:
 
 
 def _openai_content(content: Any) -> str | None:
-    # None stays None: transformers (5.x) drops None-valued keys from each message, so the
-    # template sees the content undefined.
+    # None stays None (so `m["content"]` may be None in these messages): transformers (5.x) drops
+    # None-valued keys from each message, so the template sees the content undefined.
     if content is None:
         return None
     if isinstance(content, str):

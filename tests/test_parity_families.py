@@ -149,7 +149,7 @@ def describe(line: int, got: list[int], want: list[int], what: str) -> str:
 def reply_holds_end_of_turn(fam: Family, conv: Conversation) -> bool:
     """A reply containing the end-of-turn string: without {% generation %} its span is ambiguous,
     and DESIGN §4 lets fastsft reject the row (assistant_span_not_found) rather than guess."""
-    return any(m["role"] == "assistant" and fam.end_of_turn in m["content"] for m in conv.messages)
+    return any(m["role"] == "assistant" and fam.end_of_turn in (m["content"] or "") for m in conv.messages)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,7 +202,7 @@ def test_marked_template_renders_identical_text_and_marks_each_turn(family, fami
                     span = ref.text[a:b]
                     if not (ref.text[:a].endswith(HEADER_END[family]) and span.endswith(fam.end_of_turn)):
                         failures.append(f"{corpus}:{line}: span {span[:40]!r}...{span[-40:]!r}")
-                    elif reply["content"].strip() and reply["content"].strip() not in span:
+                    elif (reply["content"] or "").strip() and reply["content"].strip() not in span:
                         failures.append(f"{corpus}:{line}: the reply is not inside its span")
             checked += 1
     assert checked > 500, checked

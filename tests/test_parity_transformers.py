@@ -77,13 +77,13 @@ SPECIAL = ("<|im_start|>", "<|im_end|>")
 
 def contains_special(conv) -> bool:
     """Some message text holds ChatML's own markers (tokenized as the special tokens, as transformers does)."""
-    return any(s in m["content"] for m in conv.messages for s in SPECIAL)
+    return any(s in (m["content"] or "") for m in conv.messages for s in SPECIAL)
 
 
 def span_may_be_unfindable(conv) -> bool:
     """An assistant reply holds <|im_end|>: without {% generation %} blocks its span is ambiguous, and
     DESIGN §4 lets fastsft reject the row (assistant_span_not_found) rather than guess."""
-    return any(m["role"] == "assistant" and "<|im_end|>" in m["content"] for m in conv.messages)
+    return any(m["role"] == "assistant" and "<|im_end|>" in (m["content"] or "") for m in conv.messages)
 
 
 # ----------------------------------------------------------------------------------------------
