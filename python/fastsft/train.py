@@ -612,7 +612,8 @@ def train_main(args: argparse.Namespace) -> int:
     try:
         train(opts)
     except KeyboardInterrupt as e:
-        print(interrupted_message(opts.output, getattr(e, "step", None), opts.save_steps), file=sys.stderr, flush=True)
+        # On a line of its own: the progress bar may have left the cursor mid-line.
+        print("\n" + interrupted_message(opts.output, getattr(e, "step", None), opts.save_steps), file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     except Exception as e:
         if not is_user_error(e):
