@@ -620,7 +620,22 @@ def train_main(args: argparse.Namespace) -> int:
             raise
         print(f"fastsft train: error: {one_line(e)}", file=sys.stderr, flush=True)
         return EXIT_ERROR
+    finish_distributed()
     return 0
+
+
+def finish_distributed() -> None:
+    """Leave the process group together before the interpreter exits: every rank waits for the
+    others, then the group and its communication threads are torn down. Exiting with the group
+    alive let one rank of a finished 2-process ZeRO-3 run on CPU abort in teardown ("terminate
+    called without an active exception", SIGABRT), failing the launcher after training was done."""
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 TRAIN_EPILOG = """\
