@@ -24,6 +24,7 @@ use arrow_schema::{ArrowError, Field, FieldRef};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::hashing::{drain, hex, HashingReader};
 
 /// Rows converted to JSON at a time: bounds the JSON buffer when a file was written in huge batches.
 const ROWS_PER_SLICE: usize = 256;
@@ -200,16 +201,13 @@ impl ColumnarReader {
     }
 
     fn hash_file(&mut self, path: &Path) -> Result<()> {
-        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
-            if n == 0 {
-                return Ok(());
-            }
-            self.hasher.update(&buf[..n]);
-            self.size += n as u64;
-        }
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // One running hash over every file of a directory, in order.
+        let mut reader = HashingReader { inner: file, hasher: std::mem::take(&mut self.hasher), size: 0 };
+        drain(&mut reader).map_err(|e| Error::io(path, e))?;
+        self.hasher = reader.hasher;
+        self.size += reader.size;
+        Ok(())
     }
 
     /// The next row: its 1-based index (across the files of a directory) and its JSON object.
@@ -273,7 +271,7 @@ impl ColumnarReader {
         while let Some(path) = self.files.pop_front() {
             self.hash_file(&path)?;
         }
-        Ok((self.size, crate::source::hex(&self.hasher.finalize())))
+        Ok((self.size, hex(&self.hasher.finalize())))
     }
 }
 
@@ -355,9 +353,7 @@ mod tests {
         values.into_iter().enumerate().map(|(i, v)| (i as u64 + 1, v)).collect()
     }
 
-    fn sha256_hex(bytes: &[u8]) -> String {
-        crate::source::hex(&Sha256::digest(bytes))
-    }
+    use crate::hashing::sha256_hex;
 
     #[test]
     fn parquet_rows_are_the_jsonl_records() {

@@ -27,8 +27,9 @@ pub enum Error {
     #[error("{path}: {detail}")]
     Tokenizer { path: PathBuf, detail: String },
 
+    /// `template`: the template's file (or the model directory's file it came from), when known.
     #[error("chat template: {detail}")]
-    Template { detail: String },
+    Template { detail: String, template: Option<String> },
 
     #[error("{path} already exists; pass --overwrite to replace it")]
     OutputExists { path: PathBuf },
@@ -44,8 +45,9 @@ pub enum Error {
         detail: String,
     },
 
+    /// `counts`: rejects by reason; `read`: records read.
     #[error("{detail}")]
-    TooManyRejects { detail: String },
+    TooManyRejects { detail: String, counts: std::collections::BTreeMap<String, u64>, read: u64 },
 
     #[error("interrupted")]
     Interrupted,
@@ -68,6 +70,6 @@ impl Error {
     }
 
     pub fn template(detail: impl Into<String>) -> Self {
-        Error::Template { detail: detail.into() }
+        Error::Template { detail: detail.into(), template: None }
     }
 }

@@ -7,12 +7,19 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod columnar;
+pub mod conversation;
 pub mod decode;
 pub mod encode;
 pub mod error;
 pub mod exact_json;
 pub mod fastbpe;
+pub mod hashing;
+pub mod manifest;
+pub mod options;
 pub mod pack;
+pub mod progress;
+pub mod reject;
+pub mod reject_policy;
 pub mod pipeline;
 pub mod schema;
 pub mod source;
@@ -23,6 +30,8 @@ pub mod writer;
 
 #[cfg(feature = "python")]
 mod py;
+#[cfg(feature = "python")]
+mod py_errors;
 
 pub use encode::{EncodeOptions, Encoded, Encoder, TrainOn, Truncation};
 pub use error::{Error, Result};

@@ -13,11 +13,14 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use crate::encode::{EncodeOptions, Encoded, Encoder, TrainOn, Truncation};
+use crate::encode::{EncodeOptions, Encoded, Encoder};
+use crate::options::EncoderOptions;
 use crate::error::{Error, Result};
 use crate::schema::{Reject, SchemaOptions};
 use crate::source::{RawRecord, Shard, Source};
-use crate::template::sha256_hex;
+use crate::manifest::{completed_shard, manifest};
+use crate::progress::Progress;
+use crate::reject_policy::{check_rejects, keep_rejects};
 use crate::writer::{write_file, NpyWriter, OutputDir};
 
 /// 2: `turns.npy` (the assistant message of a per-turn sample, -1 for a whole conversation);
@@ -44,6 +47,8 @@ pub struct PrepConfig {
     pub max_reject_fraction: Option<f64>,
     /// Which part of the records this run prepares (`Shard::WHOLE` for all).
     pub shard: Shard,
+    /// The options as given, by their Python names: what the manifest records.
+    pub options: EncoderOptions,
 }
 
 impl PrepConfig {
@@ -62,6 +67,7 @@ impl PrepConfig {
             strict: false,
             max_reject_fraction: None,
             shard: Shard::WHOLE,
+            options: EncoderOptions::default(),
         }
     }
 }
@@ -278,224 +284,4 @@ fn write_chunk(
         }
     }
     Ok(())
-}
-
-/// A failed run keeps its `rejects.jsonl` beside the output (`OUT.rejects.jsonl`), so the user
-/// can see why, and names it in the error.
-fn keep_rejects(config: &PrepConfig, rejects_path: &std::path::Path, error: Error) -> Error {
-    let Error::TooManyRejects { detail } = error else { return error };
-    let mut name = config.output.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".rejects.jsonl");
-    let kept = config.output.with_file_name(name);
-    match std::fs::copy(rejects_path, &kept) {
-        Ok(_) => Error::TooManyRejects { detail: format!("{detail}; every reject is listed in {}", kept.display()) },
-        Err(e) => Error::TooManyRejects { detail: format!("{detail}; (the rejects could not be kept in {}: {e})", kept.display()) },
-    }
-}
-
-/// A run where (nearly) everything is rejected is a mistake to report, not a dataset to keep.
-fn check_rejects(config: &PrepConfig, counts: &Counts) -> Result<()> {
-    let fraction = if counts.read == 0 { 0.0 } else { counts.rejected as f64 / counts.read as f64 };
-    let limit = config.max_reject_fraction.unwrap_or(1.0);
-    let nothing_written = counts.read > 0 && counts.written == 0;
-    if fraction <= limit && !nothing_written {
-        return Ok(());
-    }
-    let (reason, n) = counts.rejected_by_reason.iter().max_by_key(|(_, n)| **n).map(|(r, n)| (r.as_str(), *n)).unwrap_or(("?", 0));
-    // A forced layout is not advised again: the records lack what it reads.
-    let forced = config.schema.format.map(|f| format!("; the records lack fields that --format {} reads", f.name()));
-    let hint = match reason {
-        "missing_field" if forced.is_some() => forced.as_deref().unwrap_or_default(),
-        "unknown_layout" | "missing_field" => "; check the records' fields, or force the layout with --format sharegpt|openai|alpaca",
-        "unknown_role" => "; map unusual role names with --role-map NAME=user|assistant|system|tool",
-        "too_long" => "; raise --max-len or use --truncation right",
-        "template_error" => "; the chat template refused these conversations (see rejects.jsonl for its messages)",
-        _ => "",
-    };
-    let example = counts.first_reject.get(reason).map(|e| format!("; first: {e}")).unwrap_or_default();
-    Err(Error::TooManyRejects {
-        detail: format!(
-            "{} of {} rejected ({:.1}%{}); most common reason: {reason} ({}){example}{hint}",
-            counts.rejected,
-            plural(counts.read, "record"),
-            fraction * 100.0,
-            if nothing_written { ", nothing written".to_string() } else { format!(" > --max-reject-fraction {limit}") },
-            plural(n, "record"),
-        ),
-    })
-}
-
-fn manifest(config: &PrepConfig, encoder: &Encoder, source: &Source, counts: &Counts, ids_descr: &str) -> serde_json::Value {
-    let options = options_json(config);
-    let inputs = source.infos();
-    let fingerprint_input = serde_json::json!({
-        "format_version": FORMAT_VERSION,
-        "tokenizer": encoder.tokenizer_info.sha256,
-        "template": encoder.template_info.sha256,
-        "options": options,
-        "inputs": inputs.iter().map(|i| i.sha256.as_str()).collect::<Vec<_>>(),
-        "shard": shard_json(config.shard),
-    });
-    serde_json::json!({
-        "format_version": FORMAT_VERSION,
-        "fastsft_version": env!("CARGO_PKG_VERSION"),
-        "num_samples": counts.samples,
-        "num_tokens": counts.tokens,
-        "num_trained_tokens": counts.trained_tokens,
-        "input_ids_dtype": if ids_descr == "<u2" { "uint16" } else { "uint32" },
-        "tokenizer": encoder.tokenizer_info,
-        "template": encoder.template_info,
-        "options": options,
-        "inputs": inputs,
-        "shard": shard_json(config.shard),
-        "plan": plan(config, encoder),
-        "counts": counts,
-        "fingerprint": sha256_hex(fingerprint_input.to_string().as_bytes()),
-    })
-}
-
-fn fields_json(fields: &crate::schema::FieldNames) -> serde_json::Value {
-    if fields.is_default() {
-        return serde_json::Value::Null;
-    }
-    serde_json::json!({"messages": fields.messages, "role": fields.role, "content": fields.content, "system": fields.system})
-}
-
-fn shard_json(shard: Shard) -> serde_json::Value {
-    if shard == Shard::WHOLE {
-        serde_json::Value::Null
-    } else {
-        serde_json::json!({"index": shard.index, "count": shard.count})
-    }
-}
-
-/// What a run will produce, known before reading any input: tokenizer, template, options, shard
-/// and each input's path and size. A finished shard with the same plan is not prepared again.
-fn plan(config: &PrepConfig, encoder: &Encoder) -> String {
-    let inputs: Vec<serde_json::Value> = config
-        .inputs
-        .iter()
-        .map(|p| serde_json::json!([p.display().to_string(), std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)]))
-        .collect();
-    let plan = serde_json::json!({
-        "tokenizer": encoder.tokenizer_info.sha256,
-        "template": encoder.template_info.sha256,
-        "options": options_json(config),
-        "shard": shard_json(config.shard),
-        "inputs": inputs,
-    });
-    sha256_hex(plan.to_string().as_bytes())
-}
-
-/// For a sharded run: the summary of an already complete shard with the same plan, if any.
-fn completed_shard(config: &PrepConfig, encoder: &Encoder) -> Result<Option<Summary>> {
-    if config.shard == Shard::WHOLE || config.overwrite {
-        return Ok(None);
-    }
-    let Ok(text) = std::fs::read_to_string(config.output.join("manifest.json")) else { return Ok(None) };
-    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    if manifest.get("plan").and_then(|p| p.as_str()) != Some(plan(config, encoder).as_str()) {
-        return Err(Error::config(format!(
-            "{} holds a shard prepared with other inputs or options; pass --overwrite to prepare it again",
-            config.output.display()
-        )));
-    }
-    let counts = manifest.get("counts").cloned().unwrap_or_default();
-    let number = |key: &str| counts.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
-    let rejected_by_reason = counts
-        .get("rejected_by_reason")
-        .and_then(|r| r.as_object())
-        .map(|r| r.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect())
-        .unwrap_or_default();
-    let counts = Counts {
-        read: number("read"),
-        written: number("written"),
-        rejected: number("rejected"),
-        samples: counts.get("samples").and_then(|v| v.as_u64()).unwrap_or(number("written")),
-        split_records: number("split_records"),
-        split_samples: number("split_samples"),
-        rejected_by_reason,
-        truncated: number("truncated"),
-        tokens: number("tokens"),
-        trained_tokens: number("trained_tokens"),
-        first_reject: BTreeMap::new(),
-    };
-    Ok(Some(Summary { counts, seconds: 0.0, threads: 0, output: config.output.clone(), skipped: true }))
-}
-
-/// Every option that changes the bytes written (not threads or chunk size, which never do).
-fn options_json(config: &PrepConfig) -> serde_json::Value {
-    let role_map: BTreeMap<&String, &String> = config.schema.role_map.iter().collect();
-    let e = &config.encode;
-    serde_json::json!({
-        "format": config.schema.format.map(|f| f.name()),
-        "role_map": role_map,
-        "fields": fields_json(&config.schema.fields),
-        "template": config.template,
-        "max_len": e.max_len,
-        "truncation": match e.truncation { Truncation::Right => "right", Truncation::Drop => "drop" },
-        "train_on": match e.train_on { TrainOn::All => "all", TrainOn::Last => "last" },
-        "train_eot": e.train_eot,
-        "train_on_prompt": e.train_on_prompt,
-        "max_record_bytes": e.max_record_bytes,
-        "reasoning": e.reasoning.name(),
-        "split_turns": e.split_turns.name(),
-        "history": e.history.name(),
-        "template_args": e.template.kwargs.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<serde_json::Map<String, serde_json::Value>>(),
-        "date": e.template.date,
-    })
-}
-
-/// A one-line progress display on stderr, redrawn at most twice a second.
-/// On a terminal the line is redrawn in place; in a log file a plain line is written every 10 s.
-struct Progress {
-    enabled: bool,
-    terminal: bool,
-    last: Option<Instant>,
-}
-
-impl Progress {
-    fn new(enabled: bool) -> Self {
-        use std::io::IsTerminal;
-        Progress { enabled, terminal: std::io::stderr().is_terminal(), last: None }
-    }
-
-    fn line(counts: &Counts, started: Instant) -> String {
-        let seconds = started.elapsed().as_secs_f64().max(1e-9);
-        format!(
-            "fastsft prep: {}, {}, {:.0} records/s, {:.2}M tokens/s",
-            plural(counts.read, "record"),
-            plural(counts.tokens, "token"),
-            counts.read as f64 / seconds,
-            counts.tokens as f64 / seconds / 1e6
-        )
-    }
-
-    fn update(&mut self, counts: &Counts, started: Instant) {
-        let interval = if self.terminal { 500 } else { 10_000 };
-        if !self.enabled || self.last.is_some_and(|t| t.elapsed().as_millis() < interval) {
-            return;
-        }
-        if self.last.is_none() && !self.terminal {
-            self.last = Some(Instant::now());
-            return;
-        }
-        self.last = Some(Instant::now());
-        if self.terminal {
-            eprint!("\r{}\x1b[K", Self::line(counts, started));
-        } else {
-            eprintln!("{}", Self::line(counts, started));
-        }
-    }
-
-    fn finish(&mut self, counts: &Counts, started: Instant) {
-        if self.enabled && self.terminal {
-            eprintln!("\r{}\x1b[K", Self::line(counts, started));
-        }
-    }
-}
-
-/// `1 record`, `2 records`: counts in messages read as English.
-fn plural(n: u64, noun: &str) -> String {
-    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }

@@ -2,186 +2,38 @@
 //! GIL released (`py.detach`), builds Python objects after. Maps [`Error`] variants to typed
 //! Python exceptions; nothing here panics.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
-use pyo3::create_exception;
-use pyo3::exceptions::{PyFileExistsError, PyFileNotFoundError, PyKeyboardInterrupt, PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyByteArray, PyDict};
 
-use crate::encode::{EncodeOptions, Encoder, TrainOn, Truncation};
-use crate::error::Error;
+use crate::encode::Encoder;
+use crate::options::{from_json, EncoderOptions, PrepOptions};
 use crate::pack::pack_best_fit_decreasing;
-use crate::pipeline::{run, PrepConfig, DEFAULT_CHUNK_SIZE};
-use crate::schema::{parse_record, FieldNames, Format, SchemaOptions};
-use crate::source::Shard;
-use crate::template::{HistoryTurns, ReasoningPolicy, SplitTurns, TemplateOptions};
+use crate::pipeline::run;
+use crate::py_errors::usage_error;
+use crate::schema::parse_record;
 
-create_exception!(fastsft, FastSFTError, PyValueError, "A fastsft run or input could not be processed.");
-
-impl From<Error> for PyErr {
-    fn from(error: Error) -> PyErr {
-        let message = error.to_string();
-        match error {
-            Error::NotFound { .. } => PyFileNotFoundError::new_err(message),
-            Error::OutputExists { .. } => PyFileExistsError::new_err(message),
-            Error::Io { .. } => PyOSError::new_err(message),
-            Error::Interrupted => PyKeyboardInterrupt::new_err(message),
-            _ => FastSFTError::new_err(message),
-        }
-    }
+/// `bytes` as a writable numpy array of `dtype` (one copy; numpy is fastsft's one dependency).
+fn to_numpy<'py>(py: Python<'py>, bytes: &[u8], dtype: &str) -> PyResult<Bound<'py, PyAny>> {
+    let buffer = PyByteArray::new(py, bytes);
+    py.import("numpy")?.getattr("frombuffer")?.call1((buffer, dtype))
 }
 
-fn parse_choice<T>(value: &str, flag: &str, choices: &[(&str, T)]) -> PyResult<T>
-where
-    T: Copy,
-{
-    choices.iter().find(|(name, _)| *name == value).map(|(_, v)| *v).ok_or_else(|| {
-        let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
-        FastSFTError::new_err(format!("{flag} {value:?}: expected one of {}", names.join(", ")))
-    })
+fn mask_array<'py>(py: Python<'py>, mask: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    to_numpy(py, mask, "uint8")
 }
 
-fn schema_options(format: Option<&str>, role_map: Option<HashMap<String, String>>, fields: Option<HashMap<String, String>>) -> PyResult<SchemaOptions> {
-    let mut names = FieldNames::default();
-    for (key, value) in fields.unwrap_or_default() {
-        let slot = match key.as_str() {
-            "messages" => &mut names.messages,
-            "role" => &mut names.role,
-            "content" => &mut names.content,
-            "system" => &mut names.system,
-            _ => return Err(FastSFTError::new_err(format!("unknown field mapping {key:?}: expected messages, role, content or system"))),
-        };
-        *slot = Some(value);
-    }
-    let format = match format {
-        None => None,
-        Some(name) => Some(Format::parse(name).ok_or_else(|| {
-            FastSFTError::new_err(format!("--format {name:?}: expected one of sharegpt, openai, alpaca"))
-        })?),
-    };
-    Ok(SchemaOptions { format, role_map: role_map.unwrap_or_default(), fields: names })
-}
-
-/// The reasoning, per-turn and template-argument options shared by every entry point.
-#[derive(FromPyObject, Default)]
-struct TurnArgs {
-    reasoning: Option<String>,
-    split_turns: Option<String>,
-    history: Option<String>,
-    /// `{name: JSON text}`, as `--template-arg name=JSON` gives them.
-    template_args: Option<Vec<(String, String)>>,
-    date: Option<String>,
-}
-
-fn apply_turn_args(options: &mut EncodeOptions, args: TurnArgs) -> PyResult<()> {
-    if let Some(name) = args.reasoning.as_deref() {
-        options.reasoning = ReasoningPolicy::parse(name)
-            .ok_or_else(|| FastSFTError::new_err(format!("--reasoning {name:?}: expected one of train, mask, drop")))?;
-    }
-    if let Some(name) = args.split_turns.as_deref() {
-        options.split_turns = SplitTurns::parse(name)
-            .ok_or_else(|| FastSFTError::new_err(format!("--split-turns {name:?}: expected one of never, auto, always")))?;
-    }
-    if let Some(name) = args.history.as_deref() {
-        options.history = HistoryTurns::parse(name)
-            .ok_or_else(|| FastSFTError::new_err(format!("--history {name:?}: expected one of template, as-written")))?;
-    }
-    let mut kwargs = Vec::new();
-    for (name, text) in args.template_args.unwrap_or_default() {
-        let value = crate::exact_json::parse_str(&text)
-            .map_err(|e| FastSFTError::new_err(format!("--template-arg {name}={text}: the value is not JSON ({e}); quote strings as JSON, e.g. {name}='\"text\"'")))?;
-        kwargs.push((name, value));
-    }
-    if let Some(date) = &args.date {
-        if crate::template::parse_date(date).is_none() {
-            return Err(FastSFTError::new_err(format!("--date {date:?}: expected a day as YYYY-MM-DD")));
-        }
-    }
-    options.template = TemplateOptions { kwargs, date: args.date };
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn encode_options(
-    max_len: Option<usize>,
-    truncation: &str,
-    train_on: &str,
-    train_eot: bool,
-    train_on_prompt: bool,
-    max_record_bytes: Option<usize>,
-    turns: TurnArgs,
-) -> PyResult<EncodeOptions> {
-    if max_len == Some(0) {
-        return Err(FastSFTError::new_err("--max-len must be positive"));
-    }
-    let mut options = EncodeOptions {
-        max_len,
-        truncation: parse_choice(truncation, "--truncation", &[("right", Truncation::Right), ("drop", Truncation::Drop)])?,
-        train_on: parse_choice(train_on, "--train-on", &[("all", TrainOn::All), ("last", TrainOn::Last)])?,
-        train_eot,
-        train_on_prompt,
-        max_record_bytes: max_record_bytes.unwrap_or(crate::encode::DEFAULT_MAX_RECORD_BYTES),
-        ..EncodeOptions::default()
-    };
-    apply_turn_args(&mut options, turns)?;
-    Ok(options)
-}
-
-/// Runs the whole pipeline; returns the summary as a dict.
+/// Runs the whole pipeline; returns the summary as a dict. `options`: the JSON of
+/// `{"encoder": EncodeOptions fields, "run": the run's}` (`fastsft.config`), by name.
 #[pyfunction]
-#[pyo3(signature = (inputs, tokenizer, output, *, template=None, format=None, role_map=None, fields=None, max_len=None,
-    truncation="right", train_on="all", train_eot=true, train_on_prompt=false, threads=0, chunk_size=None,
-    overwrite=false, progress=false, strict=false, max_reject_fraction=None, num_shards=1, shard_index=0,
-    max_record_bytes=None, reasoning=None, split_turns=None, history=None, template_args=None, date=None))]
-#[allow(clippy::too_many_arguments)]
-fn prep<'py>(
-    py: Python<'py>,
-    inputs: Vec<PathBuf>,
-    tokenizer: PathBuf,
-    output: PathBuf,
-    template: Option<String>,
-    format: Option<&str>,
-    role_map: Option<HashMap<String, String>>,
-    fields: Option<HashMap<String, String>>,
-    max_len: Option<usize>,
-    truncation: &str,
-    train_on: &str,
-    train_eot: bool,
-    train_on_prompt: bool,
-    threads: usize,
-    chunk_size: Option<usize>,
-    overwrite: bool,
-    progress: bool,
-    strict: bool,
-    max_reject_fraction: Option<f64>,
-    num_shards: u64,
-    shard_index: u64,
-    max_record_bytes: Option<usize>,
-    reasoning: Option<String>,
-    split_turns: Option<String>,
-    history: Option<String>,
-    template_args: Option<Vec<(String, String)>>,
-    date: Option<String>,
-) -> PyResult<Bound<'py, PyDict>> {
-    if num_shards == 0 || shard_index >= num_shards {
-        return Err(FastSFTError::new_err(format!(
-            "--shard-index {shard_index} with --num-shards {num_shards}: need 0 <= shard index < number of shards"
-        )));
-    }
-    let mut config = PrepConfig::new(inputs, tokenizer, output);
-    config.template = template;
-    config.schema = schema_options(format, role_map, fields)?;
-    let turns = TurnArgs { reasoning, split_turns, history, template_args, date };
-    config.encode = encode_options(max_len, truncation, train_on, train_eot, train_on_prompt, max_record_bytes, turns)?;
-    config.threads = threads;
-    config.chunk_size = chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE);
-    config.overwrite = overwrite;
-    config.progress = progress;
-    config.strict = strict;
-    config.max_reject_fraction = max_reject_fraction;
-    config.shard = Shard { index: shard_index, count: num_shards };
+#[pyo3(signature = (inputs, tokenizer, output, options=None))]
+fn prep<'py>(py: Python<'py>, inputs: Vec<PathBuf>, tokenizer: PathBuf, output: PathBuf, options: Option<&str>) -> PyResult<Bound<'py, PyDict>> {
+    let options: PrepOptions = match options {
+        Some(text) => from_json(text)?,
+        None => PrepOptions::default(),
+    };
+    let config = options.into_config(inputs, tokenizer, output)?;
     // Ctrl-C: the pipeline asks between chunks whether a signal arrived.
     let interrupted = || Python::attach(|py| py.check_signals().is_err());
     let summary = py.detach(|| run(&config, &interrupted))?;
@@ -207,29 +59,33 @@ fn prep<'py>(
     Ok(dict)
 }
 
-/// Best-fit-decreasing packing. `lengths`: little-endian int64 bytes. Returns `(order, bounds)`
-/// as little-endian int64 bytes: pack j is `order[bounds[j]:bounds[j+1]]`.
+/// The defaults of [`EncoderOptions`], by name: `tests/test_options_schema.py` compares them
+/// with the dataclass that defines the options.
 #[pyfunction]
-fn pack<'py>(py: Python<'py>, lengths: &[u8], capacity: i64) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
-    if lengths.len() % 8 != 0 {
-        return Err(FastSFTError::new_err("lengths must be int64 bytes (a multiple of 8 bytes)"));
-    }
-    let mut values = Vec::with_capacity(lengths.len() / 8);
-    for (i, chunk) in lengths.chunks_exact(8).enumerate() {
-        let v = i64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+fn encoder_option_defaults() -> String {
+    EncoderOptions::default().to_json().to_string()
+}
+
+/// Best-fit-decreasing packing of `lengths` (a contiguous int64 numpy array) into packs of at most
+/// `capacity` tokens. Returns `(order, bounds)` as int64 numpy arrays: pack j is
+/// `order[bounds[j]:bounds[j+1]]`.
+#[pyfunction]
+fn pack<'py>(py: Python<'py>, lengths: pyo3::buffer::PyBuffer<i64>, capacity: i64) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    // The buffer protocol: a numpy array is read in one copy, not element by element.
+    let lengths = lengths.to_vec(py)?;
+    let mut values = Vec::with_capacity(lengths.len());
+    for (i, &v) in lengths.iter().enumerate() {
         if v < 0 {
-            return Err(FastSFTError::new_err(format!("sample {i} has a negative length {v}")));
+            return Err(usage_error(format!("sample {i} has a negative length {v}")));
         }
         values.push(v as u64);
     }
     if capacity <= 0 {
-        return Err(FastSFTError::new_err(format!("capacity must be positive, got {capacity}")));
+        return Err(usage_error(format!("capacity must be positive, got {capacity}")));
     }
-    let packs = py
-        .detach(|| pack_best_fit_decreasing(&values, capacity as u64))
-        .map_err(|e| FastSFTError::new_err(e.to_string()))?;
+    let packs = py.detach(|| pack_best_fit_decreasing(&values, capacity as u64)).map_err(|e| usage_error(e.to_string()))?;
     let to_bytes = |v: &[u64]| -> Vec<u8> { v.iter().flat_map(|x| (*x as i64).to_le_bytes()).collect() };
-    Ok((PyBytes::new(py, &to_bytes(&packs.order)), PyBytes::new(py, &to_bytes(&packs.bounds))))
+    Ok((to_numpy(py, &to_bytes(&packs.order), "<i8")?, to_numpy(py, &to_bytes(&packs.bounds), "<i8")?))
 }
 
 /// One record at a time, for tests, `inspect`, and engines that bring their own parallelism.
@@ -240,33 +96,17 @@ struct RecordEncoder {
 
 #[pymethods]
 impl RecordEncoder {
+    /// `options`: the JSON of `fastsft.config.EncodeOptions`'s fields, by name (all optional).
     #[new]
-    #[pyo3(signature = (tokenizer, *, template=None, format=None, role_map=None, fields=None, max_len=None, truncation="right",
-        train_on="all", train_eot=true, train_on_prompt=false, max_record_bytes=None, reasoning=None, split_turns=None,
-        history=None, template_args=None, date=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        tokenizer: PathBuf,
-        template: Option<String>,
-        format: Option<&str>,
-        role_map: Option<HashMap<String, String>>,
-        fields: Option<HashMap<String, String>>,
-        max_len: Option<usize>,
-        truncation: &str,
-        train_on: &str,
-        train_eot: bool,
-        train_on_prompt: bool,
-        max_record_bytes: Option<usize>,
-        reasoning: Option<String>,
-        split_turns: Option<String>,
-        history: Option<String>,
-        template_args: Option<Vec<(String, String)>>,
-        date: Option<String>,
-    ) -> PyResult<Self> {
-        let schema = schema_options(format, role_map, fields)?;
-        let turns = TurnArgs { reasoning, split_turns, history, template_args, date };
-        let options = encode_options(max_len, truncation, train_on, train_eot, train_on_prompt, max_record_bytes, turns)?;
-        Ok(RecordEncoder { encoder: Encoder::load(&tokenizer, template.as_deref(), schema, options)? })
+    #[pyo3(signature = (tokenizer, options=None))]
+    fn new(py: Python<'_>, tokenizer: PathBuf, options: Option<&str>) -> PyResult<Self> {
+        let options: EncoderOptions = match options {
+            Some(text) => from_json(text)?,
+            None => EncoderOptions::default(),
+        };
+        let (schema, encode) = (options.schema()?, options.encode()?);
+        let encoder = py.detach(|| Encoder::load(&tokenizer, options.template.as_deref(), schema, encode))?;
+        Ok(RecordEncoder { encoder })
     }
 
     /// `{"input_ids", "loss_mask", "truncated", "turn", "samples"}` — the first sample's arrays,
@@ -281,7 +121,7 @@ impl RecordEncoder {
                 for (i, encoded) in samples.into_iter().enumerate() {
                     let sample = PyDict::new(py);
                     sample.set_item("input_ids", encoded.ids)?;
-                    sample.set_item("loss_mask", encoded.mask)?;
+                    sample.set_item("loss_mask", mask_array(py, &encoded.mask)?)?;
                     sample.set_item("truncated", encoded.truncated)?;
                     sample.set_item("turn", encoded.turn)?;
                     if i == 0 {
@@ -317,7 +157,7 @@ impl RecordEncoder {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| e.to_string())?;
             Ok(pool.install(|| records.par_iter().map(|r| self.encoder.encode_record(r.as_bytes())).collect()))
         });
-        let outcomes = outcomes.map_err(FastSFTError::new_err)?;
+        let outcomes = outcomes.map_err(usage_error)?;
         let n = outcomes.len();
         let (mut ids, mut masks, mut truncated, mut rejects, mut details) =
             (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
@@ -469,10 +309,14 @@ fn conversation_json(conversation: &crate::schema::Conversation) -> serde_json::
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("FastSFTError", m.py().get_type::<FastSFTError>())?;
+    // The classes live in Python (`fastsft.errors`); the base is here too for `from fastsft._core import FastSFTError`.
+    m.add("FastSFTError", m.py().import("fastsft.errors")?.getattr("FastSFTError")?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(prep, m)?)?;
     m.add_function(wrap_pyfunction!(pack, m)?)?;
+    m.add_function(wrap_pyfunction!(encoder_option_defaults, m)?)?;
+    m.add_function(wrap_pyfunction!(crate::py_errors::error_classes, m)?)?;
+    m.add_function(wrap_pyfunction!(crate::py_errors::raise_error_for_tests, m)?)?;
     m.add_class::<RecordEncoder>()?;
     m.add_class::<TokenDecoder>()?;
     Ok(())

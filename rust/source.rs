@@ -11,10 +11,9 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use crate::columnar::{is_columnar, ColumnarReader};
 use crate::error::{Error, Result};
+use crate::hashing::{drain, HashingReader};
 
 /// One record as read from disk, not yet parsed.
 #[derive(Debug, Clone)]
@@ -36,25 +35,10 @@ pub struct InputInfo {
 const READ_BUFFER: usize = 1 << 20;
 
 /// Reads the raw file bytes through a hasher, so the sha256 covers exactly what is on disk.
-struct HashingReader {
-    file: File,
-    hasher: Sha256,
-    size: u64,
-}
-
-impl Read for HashingReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.file.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-}
-
 enum Decoded {
-    Plain(HashingReader),
-    Gzip(Box<flate2::read::MultiGzDecoder<HashingReader>>),
-    Zstd(Box<zstd::stream::read::Decoder<'static, BufReader<HashingReader>>>),
+    Plain(HashingReader<File>),
+    Gzip(Box<flate2::read::MultiGzDecoder<HashingReader<File>>>),
+    Zstd(Box<zstd::stream::read::Decoder<'static, BufReader<HashingReader<File>>>>),
 }
 
 impl Read for Decoded {
@@ -68,7 +52,7 @@ impl Read for Decoded {
 }
 
 impl Decoded {
-    fn raw(&mut self) -> &mut HashingReader {
+    fn raw(&mut self) -> &mut HashingReader<File> {
         match self {
             Decoded::Plain(r) => r,
             Decoded::Gzip(r) => r.get_mut(),
@@ -236,7 +220,7 @@ fn open(index: u32, path: &Path) -> Result<OpenFile> {
         got += n;
     }
     file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
-    let raw = HashingReader { file, hasher: Sha256::new(), size: 0 };
+    let raw = HashingReader::new(file);
     let head = &magic[..got];
     let decoded = if head.starts_with(&[0x1f, 0x8b]) {
         Decoded::Gzip(Box::new(flate2::read::MultiGzDecoder::new(raw)))
@@ -399,30 +383,11 @@ impl OpenFile {
     /// Reads whatever the parser left (trailing bytes, compression trailer) so the hash and size
     /// cover the whole file.
     fn finish(mut self) -> Result<InputInfo> {
-        let mut sink = [0u8; 1 << 16];
-        loop {
-            let n = self.reader.get_mut().read(&mut sink).map_err(|e| read_error(&self.path, e))?;
-            if n == 0 {
-                break;
-            }
-        }
+        drain(self.reader.get_mut()).map_err(|e| read_error(&self.path, e))?;
         let raw = self.reader.get_mut().raw();
-        loop {
-            let n = raw.read(&mut sink).map_err(|e| Error::io(&self.path, e))?;
-            if n == 0 {
-                break;
-            }
-        }
-        let sha256 = hex(&std::mem::take(&mut raw.hasher).finalize());
-        Ok(InputInfo { path: self.path.display().to_string(), size: raw.size, sha256 })
+        drain(raw).map_err(|e| Error::io(&self.path, e))?;
+        let (size, sha256) = raw.take_digest();
+        Ok(InputInfo { path: self.path.display().to_string(), size, sha256 })
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}

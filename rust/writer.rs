@@ -97,7 +97,7 @@ impl NpyWriter {
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         file.write_all(&header).map_err(io)?;
         file.sync_all().map_err(io)?;
-        Ok(crate::source::hex(&self.data_sha256.finalize()))
+        Ok(crate::hashing::hex(&self.data_sha256.finalize()))
     }
 }
 
@@ -220,7 +220,7 @@ mod tests {
         writer.write_i64(&[1, 2, 3, 4, 5, 6]).unwrap();
         let data_sha256 = writer.finish().unwrap();
         let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(data_sha256, crate::source::hex(&Sha256::digest(&bytes[HEADER_LEN..])));
+        assert_eq!(data_sha256, crate::hashing::sha256_hex(&bytes[HEADER_LEN..]));
         assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
         assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]) as usize + 10, HEADER_LEN);
         let header = std::str::from_utf8(&bytes[10..HEADER_LEN]).unwrap();

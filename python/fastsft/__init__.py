@@ -7,16 +7,18 @@ Public API:
 - `encode_batch(records, tokenizer, ...)`: the same encoder as a batch function (Ray, datasets.map).
 - `to_hf_dataset(path)`: a prepared dataset as a memory-mapped `datasets.Dataset` (TRL-ready).
 - `RecordEncoder(tokenizer, ...)`: encode or render one record at a time.
-- `FastSFTError`: raised for bad input or options (a `ValueError`).
+- `FastSFTError`: the base of every error fastsft reports; one subclass per kind of failure
+  (`fastsft.errors`), each with the exit code the CLI gives it.
 """
 
-from fastsft._core import FastSFTError, RecordEncoder
 from fastsft._core import __version__ as __version__
 from fastsft.batch import encode_batch
-from fastsft.config import PrepOptions
+from fastsft.config import EncodeOptions, PrepOptions
+from fastsft.encoder import RecordEncoder
+from fastsft.errors import FastSFTError
 from fastsft.prep import prep
 
-__all__ = ["FastSFTError", "PrepOptions", "RecordEncoder", "SFTDataset", "encode_batch", "prep", "to_hf_dataset"]
+__all__ = ["EncodeOptions", "FastSFTError", "PrepOptions", "RecordEncoder", "SFTDataset", "encode_batch", "prep", "to_hf_dataset"]
 
 
 def __getattr__(name: str):

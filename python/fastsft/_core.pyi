@@ -1,68 +1,91 @@
-"""Type stubs for the compiled extension `fastsft._core` (rust/py.rs)."""
+"""Type stubs for the compiled extension `fastsft._core` (rust/py.rs, rust/py_errors.rs).
 
-from typing import Any, Literal
+Options cross as the JSON of `fastsft.config`'s dataclasses (`EncodeOptions.to_core_json()`,
+`PrepOptions.to_core_json()`), read by name in rust/options.rs: the Python API above this module
+is where they are typed.
+"""
+
+from typing import Literal, TypedDict
+
+import numpy as np
+import numpy.typing as npt
+
+from fastsft.errors import FastSFTError as FastSFTError
 
 __version__: str
 
-class FastSFTError(ValueError): ...
+class Summary(TypedDict):
+    output: str
+    read: int
+    written: int
+    rejected: int
+    samples: int
+    split_records: int
+    split_samples: int
+    rejected_by_reason: dict[str, int]
+    truncated: int
+    tokens: int
+    trained_tokens: int
+    seconds: float
+    threads: int
+    skipped: bool
 
-def prep(
-    inputs: list[str],
-    tokenizer: str,
-    output: str,
-    *,
-    template: str | None = None,
-    format: str | None = None,
-    role_map: dict[str, str] | None = None,
-    fields: dict[str, str] | None = None,
-    max_len: int | None = None,
-    truncation: str = "right",
-    train_on: str = "all",
-    train_eot: bool = True,
-    train_on_prompt: bool = False,
-    threads: int = 0,
-    chunk_size: int | None = None,
-    overwrite: bool = False,
-    progress: bool = False,
-    strict: bool = False,
-    max_reject_fraction: float | None = None,
-    num_shards: int = 1,
-    shard_index: int = 0,
-    max_record_bytes: int | None = None,
-    reasoning: Literal["train", "mask", "drop"] | None = None,
-    split_turns: Literal["never", "auto", "always"] | None = None,
-    history: Literal["template", "as-written"] | None = None,
-    template_args: list[tuple[str, str]] | None = None,
-    date: str | None = None,
-) -> dict[str, Any]: ...
-def pack(lengths: bytes, capacity: int) -> tuple[bytes, bytes]: ...
+def prep(inputs: list[str], tokenizer: str, output: str, options: str | None = None) -> Summary: ...
+def pack(lengths: npt.NDArray[np.int64], capacity: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
+def encoder_option_defaults() -> str: ...
+def error_classes() -> list[tuple[str, str]]: ...
+def raise_error_for_tests(variant: str) -> None: ...
+
+class Sample(TypedDict):
+    input_ids: list[int]
+    loss_mask: npt.NDArray[np.uint8]
+    truncated: bool
+    turn: int | None
+
+class Encoded(TypedDict, total=False):
+    """A record's samples (the first one's fields at the top level too), or `reject`/`detail`."""
+
+    input_ids: list[int]
+    loss_mask: npt.NDArray[np.uint8]
+    truncated: bool
+    turn: int | None
+    samples: list[Sample]
+    reject: str
+    detail: str
+
+class EncodedBatch(TypedDict):
+    input_ids: list[list[int]]
+    loss_mask: list[bytes]
+    truncated: list[bool]
+    reject: list[str | None]
+    detail: list[str | None]
+    row: list[int]
+    turn: list[int | None]
+
+class RenderedSample(TypedDict):
+    text: str
+    spans: list[tuple[int, int]]
+    prompt_chars: int | None
+    turn: int | None
+
+class Rendered(TypedDict, total=False):
+    text: str
+    spans: list[tuple[int, int]]
+    samples: list[RenderedSample]
+    reject: str
+    detail: str
+
+class Conversation(TypedDict, total=False):
+    json: str
+    reject: str
+    detail: str
 
 class RecordEncoder:
-    def __init__(
-        self,
-        tokenizer: str,
-        *,
-        template: str | None = None,
-        format: str | None = None,
-        role_map: dict[str, str] | None = None,
-        fields: dict[str, str] | None = None,
-        max_len: int | None = None,
-        truncation: str = "right",
-        train_on: str = "all",
-        train_eot: bool = True,
-        train_on_prompt: bool = False,
-        max_record_bytes: int | None = None,
-        reasoning: Literal["train", "mask", "drop"] | None = None,
-        split_turns: Literal["never", "auto", "always"] | None = None,
-        history: Literal["template", "as-written"] | None = None,
-    history: Literal["template", "as-written"] | None = None,
-        template_args: list[tuple[str, str]] | None = None,
-        date: str | None = None,
-    ) -> None: ...
-    def encode(self, record: str) -> dict[str, Any]: ...
-    def encode_batch(self, records: list[str], threads: int = 1) -> dict[str, list[Any]]: ...
-    def render(self, record: str) -> dict[str, Any]: ...
-    def conversation(self, record: str) -> dict[str, Any]: ...
+    def __init__(self, tokenizer: str, options: str | None = None) -> None: ...
+    def encode(self, record: str) -> Encoded: ...
+    def encode_batch(self, records: list[str], threads: int = 1) -> EncodedBatch: ...
+    def render(self, record: str) -> Rendered: ...
+    def conversation(self, record: str) -> Conversation: ...
     @property
     def tokenizer_sha256(self) -> str: ...
 

@@ -7,25 +7,19 @@ import functools
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from fastsft import _core
+from fastsft.config import EncodeOptions
+from fastsft.options_types import EncodeKwargs
 
 IGNORE_INDEX = -100
 
 
 @functools.lru_cache(maxsize=8)
-def _encoder(tokenizer: str, template: str | None, format: str | None, role_map: tuple, fields: tuple,
-             max_len: int | None, truncation: str, train_on: str, train_eot: bool,
-             train_on_prompt: bool, max_record_bytes: int | None, reasoning: str, split_turns: str, history: str,
-             template_args: tuple, date: str | None) -> _core.RecordEncoder:
+def _encoder(tokenizer: str, options_json: str) -> _core.RecordEncoder:
     # One encoder per worker process and configuration: loading a tokenizer takes ~0.1-1 s.
-    return _core.RecordEncoder(
-        tokenizer, template=template, format=format, role_map=dict(role_map) or None, fields=dict(fields) or None, max_len=max_len,
-        truncation=truncation, train_on=train_on, train_eot=train_eot, train_on_prompt=train_on_prompt,
-        max_record_bytes=max_record_bytes, reasoning=reasoning, split_turns=split_turns, history=history,
-        template_args=list(template_args) or None, date=date,
-    )
+    return _core.RecordEncoder(tokenizer, options_json)
 
 
 def _records(batch: Sequence[Any] | Mapping[str, Sequence[Any]]) -> list[str]:
@@ -55,22 +49,8 @@ def encode_batch(
     records: Sequence[Any] | Mapping[str, Sequence[Any]],
     tokenizer: str | os.PathLike,
     *,
-    template: str | None = None,
-    format: str | None = None,
-    role_map: dict[str, str] | None = None,
-    fields: dict[str, str] | None = None,
-    max_len: int | None = None,
-    truncation: str = "right",
-    train_on: str = "all",
-    train_eot: bool = True,
-    train_on_prompt: bool = False,
-    max_record_bytes: int | None = None,
-    reasoning: str = "train",
-    split_turns: str = "auto",
-    history: str = "template",
-    template_args: dict[str, Any] | None = None,
-    date: str | None = None,
     threads: int = 1,
+    **options: Unpack[EncodeKwargs],
 ) -> dict[str, list[Any]]:
     """Encodes a batch of records; one output row per sample, in input order — one per input row,
     except records split into per-turn samples (`split_turns`), which give one row per turn.
@@ -79,21 +59,16 @@ def encode_batch(
     input row each sample comes from), `turn` (the assistant message of a per-turn sample, else
     None), and `reject` / `reject_detail` (None for rows that encoded; for rejected rows the arrays
     are empty, so engines can count and filter them — nothing disappears silently). `threads`
-    defaults to 1 because engines run one call per worker already. `fields` maps
-    messages/role/content/system to the record's own field names (the CLI's --messages-field
-    etc.); the other options are `fastsft prep`'s.
+    defaults to 1 because engines run one call per worker already. The other keyword options are
+    those of `fastsft prep` that change what is written (`fastsft.config.EncodeOptions`).
 
     >>> out = encode_batch([{"messages": [{"role": "user", "content": "Hi"},
     ...                                   {"role": "assistant", "content": "Hello"}]}],
     ...                    "assets/tokenizers/qwen2.5")  # doctest: +SKIP
     """
-    from fastsft.config import template_args_for_core
     from fastsft.prep import resolve_tokenizer
 
-    encoder = _encoder(resolve_tokenizer(tokenizer), template, format, tuple(sorted((role_map or {}).items())),
-                       tuple(sorted((fields or {}).items())), max_len,
-                       truncation, train_on, train_eot, train_on_prompt, max_record_bytes, reasoning, split_turns, history,
-                       tuple(template_args_for_core(template_args) or ()), date)
+    encoder = _encoder(resolve_tokenizer(tokenizer), EncodeOptions(**options).to_core_json())
     out = encoder.encode_batch(_records(records), threads)
     labels = [[t if m else IGNORE_INDEX for t, m in zip(ids, mask)] for ids, mask in zip(out["input_ids"], out["loss_mask"])]
     return {

@@ -25,7 +25,7 @@ INPUTS_HELP = (
 
 
 def _add_prep_parser(subparsers: argparse._SubParsersAction) -> None:
-    from fastsft.config import PrepOptions
+    from fastsft.config import PrepOptions, choices_of
 
     p = subparsers.add_parser(
         "prep",
@@ -54,8 +54,9 @@ def _add_prep_parser(subparsers: argparse._SubParsersAction) -> None:
             p.add_argument(meta.get("flag") or flag, dest=f.name, action="append", metavar=meta.get("metavar"), help=meta["help"])
         else:
             kind = {"int | None": int, "int": int, "float | None": float}.get(str(f.type), str)
-            metavar = meta.get("metavar") or _metavar(kind, meta["choices"])
-            p.add_argument(flag, dest=f.name, type=kind, default=f.default, choices=meta["choices"], metavar=metavar, help=meta["help"])
+            choices = choices_of(f)
+            metavar = meta.get("metavar") or _metavar(kind, choices)
+            p.add_argument(flag, dest=f.name, type=kind, default=f.default, choices=choices, metavar=metavar, help=meta["help"])
     p.set_defaults(func=_run_prep)
 
 
@@ -140,9 +141,11 @@ def _version() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from fastsft import FastSFTError
-    from fastsft.extras import MissingExtraError, extra_for, missing_extra
+    from fastsft.errors import EXIT_INTERRUPTED, EXIT_USAGE, FastSFTError
+    from fastsft.extras import extra_for, missing_extra
 
+    # Exit codes: fastsft/errors.py (and README's "Exit codes"). Anything that is not a
+    # FastSFTError is a bug and keeps its traceback.
     try:
         return int(args.func(args) or 0)
     except ModuleNotFoundError as error:
@@ -150,13 +153,13 @@ def main(argv: list[str] | None = None) -> int:
         if extra is None:
             raise
         print(f"fastsft {args.command}: error: {missing_extra(extra, args.command, [error.name])}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("fastsft: interrupted; nothing was written to the output path", file=sys.stderr)
-        return 130
-    except (FastSFTError, ValueError, OSError, MissingExtraError) as error:
+        return EXIT_INTERRUPTED
+    except FastSFTError as error:
         print(f"fastsft {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
 
 
 if __name__ == "__main__":

@@ -23,8 +23,7 @@ INSTALL = {"train": "pip install torch && pip install 'fastsft[train]'"}
 build imports torch, so torch goes first (README: `fastsft train`)."""
 
 
-class MissingExtraError(ImportError):
-    """A command needs an optional dependency that is not installed; the message says which extra."""
+from fastsft.errors import MissingExtraError
 
 
 def missing_extra(extra: str, needed_by: str, missing: list[str] | None = None) -> MissingExtraError:

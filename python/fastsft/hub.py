@@ -16,6 +16,8 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
+from fastsft.errors import InputNotFoundError
+
 __all__ = ["MODEL_FILES", "TOKENIZER_FILES", "TOKENIZER_PATTERNS", "resolve_model_dir"]
 
 #: What a tokenizer needs from a hub snapshot (checked for completeness when the cache lists it).
@@ -92,7 +94,7 @@ def resolve_model_dir(
     if path.exists():
         return path
     if not name or _looks_like_path(name):
-        raise FileNotFoundError(f"{name}: no such file or directory")
+        raise InputNotFoundError(f"{name}: no such file or directory")
 
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, IncompleteSnapshotError, LocalEntryNotFoundError
@@ -109,12 +111,12 @@ def resolve_model_dir(
             allow_patterns=None if model else list(TOKENIZER_PATTERNS),
         )
     except HFValidationError as err:
-        raise FileNotFoundError(f"{name}: not a local directory, and not a hub id ({err})") from None
+        raise InputNotFoundError(f"{name}: not a local directory, and not a hub id ({err})") from None
     except LocalEntryNotFoundError as err:
         # Not cached at that revision, or (IncompleteSnapshotError, a subclass) cached with files
         # missing according to the cache's own listing of the repo.
         detail = "is incomplete" if isinstance(err, IncompleteSnapshotError) else "is not"
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"{name}: not a local directory, and the hub id {name}"
             f"{'@' + revision if revision else ''} {detail} in {where}. fastsft never downloads; "
             f"fetch it first with `{hint}` (with the same HF_HOME/HF_HUB_CACHE), or pass a local directory"
@@ -124,7 +126,7 @@ def resolve_model_dir(
     needed = tuple(required) if required is not None else (MODEL_FILES if model else TOKENIZER_FILES)
     missing = [f for f in needed if not (snapshot_dir / f).exists()]
     if missing:
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"{name}: the cached snapshot {snapshot_dir} has no {', '.join(missing)}; "
             f"fetch it with `{hint}` (with the same HF_HOME/HF_HUB_CACHE), or pass a local directory"
         )

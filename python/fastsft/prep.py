@@ -6,10 +6,12 @@ import dataclasses
 import glob
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Unpack
 
 from fastsft import _core
-from fastsft.config import PrepOptions, field_mapping, template_args_for_core
+from fastsft.config import PrepOptions
+from fastsft.errors import InputNotFoundError, UsageError
+from fastsft.options_types import PrepKwargs
 
 
 def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
@@ -24,7 +26,7 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> li
         if glob.has_magic(item):
             matches = sorted(glob.glob(item, recursive=True))
             if not matches:
-                raise FileNotFoundError(f"{item}: no file matches this pattern")
+                raise InputNotFoundError(f"{item}: no file matches this pattern")
             files.extend(matches)
         else:
             files.append(item)
@@ -40,11 +42,11 @@ def resolve_tokenizer(tokenizer: str | os.PathLike) -> str:
     try:
         from fastsft.hub import resolve_model_dir
     except ImportError:  # pragma: no cover - hub.py only needs huggingface_hub at call time
-        raise FileNotFoundError(f"{name}: no such directory") from None
+        raise InputNotFoundError(f"{name}: no such directory") from None
     try:
         return os.fspath(resolve_model_dir(name))
     except ImportError:
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"--tokenizer {name}: not a local directory; to use a hub id from the local cache, "
             "pip install 'fastsft[interop]'"
         ) from None
@@ -54,7 +56,7 @@ def prep(
     inputs: str | os.PathLike | Iterable[str | os.PathLike],
     tokenizer: str | os.PathLike,
     output: str | os.PathLike,
-    **options: Any,
+    **options: Unpack[PrepKwargs],
 ) -> dict[str, Any]:
     """Prepares `inputs` (files or globs) into the dataset directory `output`.
 
@@ -67,15 +69,12 @@ def prep(
     """
     options.setdefault("progress", False)
     opts = PrepOptions(**options)
-    kwargs = dataclasses.asdict(opts)
-    kwargs["fields"] = field_mapping(kwargs)
-    kwargs["template_args"] = template_args_for_core(kwargs["template_args"])
     num_shards, shard_index = shard_from_environment(opts.num_shards, opts.shard_index)
-    kwargs["num_shards"], kwargs["shard_index"] = num_shards, shard_index
+    opts = dataclasses.replace(opts, num_shards=num_shards, shard_index=shard_index)
     output = os.fspath(output)
     if num_shards > 1:
         output = os.path.join(output, shard_dir_name(shard_index, num_shards))
-    return _core.prep(expand_inputs(inputs), resolve_tokenizer(tokenizer), output, **kwargs)
+    return _core.prep(expand_inputs(inputs), resolve_tokenizer(tokenizer), output, opts.to_core_json())
 
 
 def shard_dir_name(index: int, count: int) -> str:
@@ -91,12 +90,12 @@ def shard_from_environment(num_shards: int | None, shard_index: int | None) -> t
     for count_var, index_var in (("SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_ID"), ("WORLD_SIZE", "RANK")):
         if env.get(count_var, "").isdigit() and int(env[count_var]) > 1:
             if not env.get(index_var, "").isdigit():
-                raise ValueError(f"{count_var}={env[count_var]} is set but {index_var} is not; pass --num-shards/--shard-index")
+                raise UsageError(f"{count_var}={env[count_var]} is set but {index_var} is not; pass --num-shards/--shard-index")
             count, index = int(env[count_var]), int(env[index_var])
             if count_var.startswith("SLURM"):
                 # Array task ids start at SLURM_ARRAY_TASK_MIN (often 0 or 1).
                 index -= int(env.get("SLURM_ARRAY_TASK_MIN", "0") or 0)
             if not 0 <= index < count:
-                raise ValueError(f"{index_var}={env[index_var]} is outside 0..{count - 1} ({count_var}={count})")
+                raise UsageError(f"{index_var}={env[index_var]} is outside 0..{count - 1} ({count_var}={count})")
             return count, index
     return 1, 0

@@ -30,6 +30,7 @@ import numpy as np
 
 from .data.dataset import resolve_dataset_dirs
 from .data.manifest import read_manifest, sha256_file
+from .errors import UsageError
 from .extras import require
 from .wording import plural
 
@@ -69,7 +70,7 @@ CHATML_TEMPLATE = (
 GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
-class VerifyUsageError(ValueError):
+class VerifyUsageError(UsageError):
     """The dataset, its tokenizer or its inputs cannot be found or read: nothing to compare."""
 
 
@@ -556,7 +557,11 @@ def _load_engines(tok_dir: Path, options: dict, template_path: Path | None, man:
     template found now is not the one the dataset was made with."""
     frozen = lambda d: tuple(sorted((k, v) for k, v in (d or {}).items() if v is not None)) or None
     template = str(template_path) if template_path else options.get("template")
-    reader = _record_reader(str(tok_dir), template, options.get("format"), frozen(options.get("role_map")), frozen(options.get("fields")))
+    from fastsft.config import EncodeOptions
+
+    given = EncodeOptions.from_manifest(options)
+    fields = {name: getattr(given, f"{name}_field") for name in ("messages", "role", "content", "system")}
+    reader = _record_reader(str(tok_dir), template, given.format, frozen(given.role_map), frozen(fields))
     reference = ReferenceEncoder(tok_dir, options, template_path)
     want = (man.get("tokenizer") or {}).get("sha256")
     if want and sha256_file(tok_dir / "tokenizer.json") != want:
@@ -573,9 +578,9 @@ def _load_engines(tok_dir: Path, options: dict, template_path: Path | None, man:
 def _record_reader(tok_dir: str, template: str | None, format: str | None, role_map: tuple | None, fields: tuple | None):
     from fastsft import RecordEncoder
 
-    schema: dict[str, Any] = {"format": format, "role_map": dict(role_map or ())}
-    if fields:  # custom field names (--messages-field ...), recorded by newer manifests
-        schema["fields"] = dict(fields)
+    schema: dict[str, Any] = {"format": format, "role_map": dict(role_map or ()) or None}
+    for name, value in fields or ():  # custom field names (--messages-field ...)
+        schema[f"{name}_field"] = value
     return RecordEncoder(tok_dir, template=template, **schema)
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .data.dataset import SFTDataset, resolve_dataset_dirs
+from .errors import UsageError
 from .data.manifest import read_manifest, sample_turn, sha256_file
 from .data.packing import pack
 from .extras import missing_extra
@@ -41,7 +42,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all C0/C1 controls bu
 _GREEN, _DIM, _RESET = "\x1b[32m", "\x1b[2m", "\x1b[0m"
 
 
-class ViewError(ValueError):
+class ViewError(UsageError):
     """A flag or dataset that ``inspect``/``stats`` cannot work with; the message names the fix."""
 
 

@@ -8,19 +8,26 @@
 //! runs from there through the first end-of-turn marker, and must contain the message's text.
 //! When any check fails the row is rejected, never guessed.
 
-use minijinja::value::{Kwargs, Value};
-use minijinja::{Environment, ErrorKind};
+use minijinja::value::Value;
+use minijinja::Environment;
 
 use super::generation;
 use super::markers;
 use super::native::{self, NativeTemplate};
-use super::pyjson::{python_float_repr, to_python_json, PyJsonOptions};
+
 use super::reasoning::{self, HistoryTurns, ReasoningPolicy, SplitTurns};
 use super::turns;
-use super::{trained_turns, Rendered, Span, SpecialTokens, TemplateOptions, TurnOptions, MARK_END, MARK_START};
+use super::pyjson::python_float_repr;
+use super::{Rendered, Span, SpecialTokens, TemplateOptions, TurnOptions, MARK_END, MARK_START};
 use crate::error::{Error, Result};
 use crate::exact_json;
 use crate::schema::{Conversation, Message, Reject, RejectReason, Role};
+
+mod environment;
+mod per_turn;
+mod probes;
+
+use environment::{python_string, raise_exception, template_reject, tojson};
 
 const NAME: &str = "chat_template";
 
@@ -391,195 +398,6 @@ impl JinjaTemplate {
         }
         Ok(spans)
     }
-
-    /// One sample per trained turn (DESIGN §3.1): the template's own prompt for the messages
-    /// before the turn, then the completion the model generates after it.
-    fn render_turns(&self, conversation: &Conversation, turns: &TurnOptions) -> std::result::Result<Vec<Rendered>, Reject> {
-        let messages = self.message_values(conversation, turns.reasoning)?;
-        let context = Context::new(self, conversation)?;
-        let eot = self.required_end_of_turn()?;
-        let mut samples = Vec::new();
-        for index in trained_turns(conversation, turns.last_only) {
-            let (prompt, completion) = self.prompt_and_completion(conversation, &messages, &context, index, turns.reasoning, eot)?;
-            let text = format!("{prompt}{completion}");
-            let span = Span { message: index, start: prompt.len(), eot_start: text.len() - eot.len(), end: text.len() };
-            turns::check_turn(conversation, index, &text[span.start..span.eot_start], turns.reasoning)?;
-            samples.push(Rendered { text, spans: vec![span], split: Some((prompt.len(), index)) });
-        }
-        Ok(samples)
-    }
-
-    /// The whole conversation as the model wrote it (`--history as-written`): each assistant turn
-    /// is its completion (reasoning included), and what the template writes between turns comes
-    /// from its own prompts. One sample holds every turn; the prompt of a later turn is its
-    /// history as generated, not as the template would re-render it.
-    fn render_as_written(&self, conversation: &Conversation, policy: ReasoningPolicy) -> std::result::Result<Rendered, Reject> {
-        let messages = self.message_values(conversation, policy)?;
-        let context = Context::new(self, conversation)?;
-        let eot = self.required_end_of_turn()?;
-        let mut text = String::new();
-        let mut spans = Vec::new();
-        let mut previous: Option<String> = None;
-        for index in assistant_indices(conversation) {
-            let (prompt, completion) = self.prompt_and_completion(conversation, &messages, &context, index, policy, eot)?;
-            let between = match &previous {
-                None => prompt.as_str(),
-                Some(before) => {
-                    let opened = before.len() - self.reasoning_open.len();
-                    let base = if prompt.starts_with(before.as_str()) {
-                        before.len()
-                    } else if !self.reasoning_open.is_empty() && before.ends_with(&self.reasoning_open) && prompt.starts_with(&before[..opened]) {
-                        opened
-                    } else {
-                        return Err(Reject::new(
-                            RejectReason::SpanNotFound,
-                            format!("the template's prompt for message {} does not start with its prompt for the turn before", index + 1),
-                        ));
-                    };
-                    let eot_at = prompt[base..].find(eot).ok_or_else(|| {
-                        Reject::new(RejectReason::SpanNotFound, format!("no {eot} closes the turn before message {}", index + 1))
-                    })?;
-                    &prompt[base + eot_at + eot.len()..]
-                }
-            };
-            text.push_str(between);
-            let start = text.len();
-            text.push_str(&completion);
-            spans.push(Span { message: index, start, eot_start: text.len() - eot.len(), end: text.len() });
-            previous = Some(prompt);
-        }
-        Ok(Rendered::whole(text, spans))
-    }
-
-    /// The template's prompt for the messages before `index` (with the generation prompt) and the
-    /// completion the model generates after it: the template's own rendering of the turn as the
-    /// conversation's last message, through the end-of-turn token. When the prompt opens a
-    /// reasoning block that the template's rendering of the turn does not hold (DeepSeek-R1
-    /// distills strip reasoning even from the last turn), the completion is the reasoning as
-    /// written, through `</think>`, followed by the template's rendering of the rest.
-    fn prompt_and_completion(
-        &self,
-        conversation: &Conversation,
-        messages: &[Value],
-        context: &Context,
-        index: usize,
-        policy: ReasoningPolicy,
-        eot: &str,
-    ) -> std::result::Result<(String, String), Reject> {
-        let prompt = self.render_plain(&messages[..index], context, true)?;
-        let full = self.render_plain(&messages[..=index], context, false)?;
-        let rest_after = |at: usize| -> std::result::Result<&str, Reject> {
-            let rest = &full[at..];
-            let eot_at = rest
-                .find(eot)
-                .ok_or_else(|| Reject::new(RejectReason::SpanNotFound, format!("no {eot} after assistant message {}", index + 1)))?;
-            Ok(&rest[..eot_at + eot.len()])
-        };
-        let completion = if full.starts_with(&prompt) {
-            rest_after(prompt.len())?.to_string()
-        } else if !self.reasoning_open.is_empty()
-            && prompt.ends_with(&self.reasoning_open)
-            && full.starts_with(&prompt[..prompt.len() - self.reasoning_open.len()])
-        {
-            let rendered_rest = rest_after(prompt.len() - self.reasoning_open.len())?;
-            format!("{}{rendered_rest}", self.written_reasoning(&messages[index], &conversation.messages[index], index, policy)?)
-        } else {
-            return Err(Reject::new(
-                RejectReason::SpanNotFound,
-                format!("the template renders assistant message {} differently from the prompt it builds for it", index + 1),
-            ));
-        };
-        Ok((prompt, completion))
-    }
-
-    /// The reasoning the model writes after a prompt that opened the block: the content as the
-    /// template was given it, from after the opening marker through `</think>`.
-    fn written_reasoning(&self, value: &Value, message: &Message, index: usize, policy: ReasoningPolicy) -> std::result::Result<String, Reject> {
-        let parts = reasoning::parts(message, index)?;
-        if parts.reasoning.is_none() || policy == ReasoningPolicy::Drop {
-            let why = if policy == ReasoningPolicy::Drop { "--reasoning drop cannot remove it" } else { "the message has no reasoning" };
-            return Err(Reject::new(
-                RejectReason::MissingReasoning,
-                format!(
-                    "the template's generation prompt opens a reasoning block ({}) that the model must close, but {why} (assistant message {})",
-                    self.reasoning_open.trim_end(),
-                    index + 1
-                ),
-            ));
-        }
-        let content = value.get_attr("content").ok().and_then(|c| c.as_str().map(str::to_string)).unwrap_or_default();
-        let close = content.find(reasoning::CLOSE).map(|at| at + reasoning::CLOSE.len()).ok_or_else(|| {
-            Reject::new(RejectReason::MissingReasoning, format!("assistant message {}: the template was not given its reasoning inline", index + 1))
-        })?;
-        let written = &content[..close];
-        let written = written.strip_prefix(self.reasoning_open.as_str()).or_else(|| written.strip_prefix(reasoning::OPEN)).unwrap_or(written);
-        Ok(written.to_string())
-    }
-
-    /// The assistant header: what `[user]` rendered with the generation prompt adds to `[user]`.
-    fn probe_generation_prompt(&self) -> Option<String> {
-        let values = vec![plain_value(&Message::new(Role::User, "fastsft probe question"))];
-        let context = Context::empty();
-        let with = self.render_plain(&values, &context, true).ok()?;
-        let without = self.render_plain(&values, &context, false).ok()?;
-        with.strip_prefix(without.as_str()).map(str::to_string)
-    }
-
-    /// The part of the generation prompt that opens a reasoning block: what follows the header
-    /// the template writes before an assistant reply it renders (`<think>\n` for QwQ).
-    fn probe_reasoning_open(&self) -> String {
-        let Some(prompt) = &self.generation_prompt else { return String::new() };
-        let probe = [Message::new(Role::User, "fastsft probe question"), Message::new(Role::Assistant, PROBE_REPLY)];
-        let values: Vec<Value> = probe.iter().map(plain_value).collect();
-        let context = Context::empty();
-        let (Ok(user), Ok(both)) = (self.render_plain(&values[..1], &context, false), self.render_plain(&values, &context, false)) else {
-            return String::new();
-        };
-        let Some(turn) = both.strip_prefix(user.as_str()) else { return String::new() };
-        let common = prompt.char_indices().zip(turn.chars()).take_while(|((_, a), b)| a == b).last().map_or(0, |((at, c), _)| at + c.len_utf8());
-        let open = &prompt[common..];
-        if open.starts_with(reasoning::OPEN) {
-            open.to_string()
-        } else {
-            String::new()
-        }
-    }
-
-    /// Whether a `reasoning_content` field shows up in the rendering of a last assistant turn.
-    fn probe_reads_reasoning_content(&self) -> bool {
-        const THOUGHT: &str = "fastsft probe thought";
-        let mut assistant = plain_value_entries(&Message::new(Role::Assistant, PROBE_REPLY));
-        assistant.push(("reasoning_content".into(), Value::from(THOUGHT)));
-        let values = vec![plain_value(&Message::new(Role::User, "fastsft probe question")), Value::from_iter(assistant)];
-        self.render_plain(&values, &Context::empty(), false).is_ok_and(|text| text.contains(THOUGHT))
-    }
-
-    /// Renders `[user, assistant]` (with a system turn if the template insists) and takes the
-    /// first special token after the assistant's text: `<|im_end|>`, `<|eot_id|>`, `</s>`, ...
-    fn probe_end_of_turn(&self) -> Option<String> {
-        let probes = [
-            vec![Message::new(Role::User, "fastsft probe question"), Message::new(Role::Assistant, PROBE_REPLY)],
-            vec![
-                Message::new(Role::System, "fastsft probe system"),
-                Message::new(Role::User, "fastsft probe question"),
-                Message::new(Role::Assistant, PROBE_REPLY),
-            ],
-        ];
-        for probe in probes {
-            let values: Vec<Value> = probe.iter().map(plain_value).collect();
-            let Ok(text) = self.render_plain(&values, &Context::empty(), false) else { continue };
-            let Some(at) = text.rfind(PROBE_REPLY) else { continue };
-            let after = &text[at + PROBE_REPLY.len()..];
-            return self
-                .special
-                .special
-                .iter()
-                .filter_map(|token| after.find(token.as_str()).map(|pos| (pos, std::cmp::Reverse(token.len()), token)))
-                .min()
-                .map(|(_, _, token)| token.clone());
-        }
-        None
-    }
 }
 
 const PROBE_REPLY: &str = "fastsft probe reply";
@@ -641,50 +459,4 @@ fn check_content(message: &Message, span: &str, index: usize) -> std::result::Re
         RejectReason::SpanNotFound,
         format!("assistant message {} is not rendered whole inside its turn (does it contain the end-of-turn token?)", index + 1),
     ))
-}
-
-/// Python's `str()` for floats (`1e+16`, `1.0`); minijinja's own `string` otherwise.
-fn python_string(state: &minijinja::State, value: &Value) -> std::result::Result<Value, minijinja::Error> {
-    if value.kind() == minijinja::value::ValueKind::Number && !value.is_integer() {
-        if let Ok(float) = f64::try_from(value.clone()) {
-            return Ok(Value::from(python_float_repr(float)));
-        }
-    }
-    minijinja::filters::string(state, value)
-}
-
-fn template_reject(error: minijinja::Error) -> Reject {
-    let detail = match error.kind() {
-        ErrorKind::InvalidOperation if error.detail().is_some() => error.detail().unwrap_or_default().to_string(),
-        _ => format!("{error:#}"),
-    };
-    Reject::new(RejectReason::TemplateError, detail)
-}
-
-fn raise_exception(message: String) -> std::result::Result<String, minijinja::Error> {
-    Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
-}
-
-fn tojson(value: &Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja::Error> {
-    let indent = match kwargs.get::<Option<Value>>("indent")? {
-        None => None,
-        Some(v) if v.is_none() => None,
-        Some(v) => Some(match v.as_usize() {
-            Some(n) => " ".repeat(n),
-            None => v.as_str().unwrap_or_default().to_string(),
-        }),
-    };
-    let mut options = PyJsonOptions::with_indent(indent);
-    options.ensure_ascii = kwargs.get::<Option<bool>>("ensure_ascii")?.unwrap_or(false);
-    options.sort_keys = kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false);
-    if let Some(separators) = kwargs.get::<Option<Vec<String>>>("separators")? {
-        if let [item, key] = separators.as_slice() {
-            options.item_separator = item.clone();
-            options.key_separator = key.clone();
-        }
-    }
-    kwargs.assert_all_used()?;
-    to_python_json(value, &options)
-        .map(Value::from_safe_string)
-        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))
 }

@@ -19,11 +19,9 @@ mod turns;
 
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::schema::{Conversation, Reject, Role};
-use crate::source::hex;
 
 pub use reasoning::{HistoryTurns, ReasoningPolicy, SplitTurns};
 pub use strftime::parse_date;
@@ -136,18 +134,21 @@ impl Template {
             }
             Some(path) => {
                 let source = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-                Self::jinja(&source, path.to_string(), special, options)
+                Self::jinja(&source, path.to_string(), path.to_string(), special, options)
             }
             None => {
                 let (source, name) = model_template(tokenizer_dir)?;
-                Self::jinja(&source, name, special, options)
+                let file = name.split(' ').next().unwrap_or_default();
+                let location = tokenizer_dir.join(file).display().to_string();
+                Self::jinja(&source, name, location, special, options)
             }
         }
     }
 
-    fn jinja(source: &str, name: String, special: SpecialTokens, options: &TemplateOptions) -> Result<(Template, TemplateInfo)> {
+    /// `name`: what the manifest records; `location`: the file an error names.
+    fn jinja(source: &str, name: String, location: String, special: SpecialTokens, options: &TemplateOptions) -> Result<(Template, TemplateInfo)> {
         let template = jinja::JinjaTemplate::new(source, special, options).map_err(|e| match e {
-            Error::Template { detail } => Error::template(format!("{name}: {detail}")),
+            Error::Template { detail, .. } => Error::Template { detail: format!("{location}: {detail}"), template: Some(location.clone()) },
             other => other,
         })?;
         let renderer = match template.native_family() {
@@ -179,9 +180,7 @@ impl Template {
     }
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
+pub use crate::hashing::sha256_hex;
 
 /// The model's own template: `chat_template.jinja` beside `tokenizer.json`, else
 /// `tokenizer_config.json`'s `chat_template` (a string, or a list of named templates of which

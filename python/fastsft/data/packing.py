@@ -73,9 +73,7 @@ def pack(lengths: np.ndarray | list[int], capacity: int) -> Packs:
         )
     if lens.size and lens.min() < 0:
         raise ValueError("lengths must be non-negative")
-    order_b, bounds_b = _core.pack(lens.tobytes(), int(capacity))
-    order = np.frombuffer(order_b, dtype="<i8").astype(np.int64)
-    bounds = np.frombuffer(bounds_b, dtype="<i8").astype(np.int64)
+    order, bounds = _core.pack(np.ascontiguousarray(lens, dtype=np.int64), int(capacity))
     return Packs(order=order, bounds=bounds, capacity=int(capacity), num_tokens=int(lens.sum()))
 
 
