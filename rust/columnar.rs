@@ -438,7 +438,7 @@ mod tests {
     fn finish_before_the_end_still_hashes_every_file() {
         let dir = tempfile::tempdir().unwrap();
         let b = batch(&records());
-        write_ipc_stream(&dir.path().join("a.arrow"), &[b.clone()]);
+        write_ipc_stream(&dir.path().join("a.arrow"), std::slice::from_ref(&b));
         write_ipc_stream(&dir.path().join("b.arrow"), &[b]);
         let state = json!({"_data_files": [{"filename": "a.arrow"}, {"filename": "b.arrow"}]});
         std::fs::write(dir.path().join("state.json"), state.to_string()).unwrap();

@@ -152,7 +152,8 @@ fn big_integer(digits: &str) -> Result<minijinja::Value, Reject> {
     ))
 }
 
-/// The number a marked string stands for, as text (for messages and checks).
+/// The number a marked string stands for, as text (for tests' checks).
+#[cfg(test)]
 pub fn display(value: &Value) -> String {
     match value {
         Value::String(s) => s.strip_prefix(BIG_INT_MARK).unwrap_or(s).to_string(),

@@ -6,27 +6,30 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod columnar;
+// The API other Rust code (tests/, examples/, other engines) builds on.
 pub mod conversation;
 pub mod decode;
 pub mod encode;
 pub mod error;
-pub mod exact_json;
 pub mod fastbpe;
 pub mod hashing;
-pub mod manifest;
 pub mod options;
 pub mod pack;
-pub mod progress;
-pub mod reject;
-pub mod reject_policy;
 pub mod pipeline;
+pub mod reject;
 pub mod schema;
 pub mod source;
 pub mod template;
 pub mod tokenizer;
 pub mod tokenizer_cache;
-pub mod writer;
+
+// Internal to the pipeline and the bindings.
+mod columnar;
+mod exact_json;
+mod manifest;
+mod progress;
+mod reject_policy;
+mod writer;
 
 #[cfg(feature = "python")]
 mod py;
