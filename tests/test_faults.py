@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 import fastsft
+from fastsft.errors import EXIT_INPUT, EXIT_OUTPUT, EXIT_REJECTS
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZERS = REPO / "assets/tokenizers"
@@ -207,7 +208,7 @@ def test_jsonl_whose_first_record_is_an_array_loses_no_line(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Whole-run errors, through the CLI: exit status 2, a message naming the file, no traceback.
+# Whole-run errors, through the CLI: the exit code of their kind, a message naming the file, no traceback.
 
 
 def cli(*args: str | Path, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
@@ -215,8 +216,9 @@ def cli(*args: str | Path, timeout: float = 120, **kwargs) -> subprocess.Complet
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
-def assert_clean_error(done: subprocess.CompletedProcess, *needles: str) -> None:
-    assert done.returncode == 2, (done.returncode, done.stderr)
+def assert_clean_error(done: subprocess.CompletedProcess, code: int, *needles: str) -> None:
+    """One line, no traceback, and the exit code of the kind of failure (fastsft/errors.py)."""
+    assert done.returncode == code, (done.returncode, done.stderr)
     for marker in ("Traceback", "PanicException", "panicked at", "RUST_BACKTRACE"):
         assert marker not in done.stderr, done.stderr
     assert done.stderr.startswith("fastsft prep: error: "), done.stderr
@@ -238,7 +240,7 @@ def test_truncated_gzip(tmp_path, cut):
     blob = gzip.compress(corpus_text())
     (tmp_path / "cut.jsonl.gz").write_bytes(blob[: len(blob) // 2] if cut == "half" else blob[:-4])
     done = cli(tmp_path / "cut.jsonl.gz", "--tokenizer", FAST_TOKENIZER, "-o", tmp_path / "out")
-    assert_clean_error(done, "cut.jsonl.gz", "truncated or corrupt")
+    assert_clean_error(done, EXIT_INPUT, "cut.jsonl.gz", "truncated or corrupt")
     assert_nothing_written(tmp_path)
 
 
@@ -247,7 +249,7 @@ def test_corrupt_gzip(tmp_path):
     blob[len(blob) // 2] ^= 0xFF
     (tmp_path / "bad.jsonl.gz").write_bytes(bytes(blob))
     done = cli(tmp_path / "bad.jsonl.gz", "--tokenizer", FAST_TOKENIZER, "-o", tmp_path / "out")
-    assert_clean_error(done, "bad.jsonl.gz", "truncated or corrupt")
+    assert_clean_error(done, EXIT_INPUT, "bad.jsonl.gz", "truncated or corrupt")
     assert_nothing_written(tmp_path)
 
 
@@ -257,21 +259,21 @@ def test_truncated_zstd(tmp_path, cut):
     blob = zstandard.ZstdCompressor().compress(corpus_text())
     (tmp_path / "cut.jsonl.zst").write_bytes(blob[: len(blob) // 2] if cut == "half" else blob[:-3])
     done = cli(tmp_path / "cut.jsonl.zst", "--tokenizer", FAST_TOKENIZER, "-o", tmp_path / "out")
-    assert_clean_error(done, "cut.jsonl.zst", "truncated or corrupt")
+    assert_clean_error(done, EXIT_INPUT, "cut.jsonl.zst", "truncated or corrupt")
     assert_nothing_written(tmp_path)
 
 
 def test_missing_input_file(tmp_path):
     (tmp_path / "here.jsonl").write_bytes(GOOD + b"\n")
     done = cli(tmp_path / "here.jsonl", tmp_path / "gone.jsonl", "--tokenizer", FAST_TOKENIZER, "-o", tmp_path / "out")
-    assert_clean_error(done, f"{tmp_path / 'gone.jsonl'}: not found")
+    assert_clean_error(done, EXIT_INPUT, f"{tmp_path / 'gone.jsonl'}: not found")
     assert_nothing_written(tmp_path)
 
 
 def test_input_is_a_directory(tmp_path):
     (tmp_path / "dir.jsonl").mkdir()
     done = cli(tmp_path / "dir.jsonl", "--tokenizer", FAST_TOKENIZER, "-o", tmp_path / "out")
-    assert_clean_error(done, "dir.jsonl", "not a file")
+    assert_clean_error(done, EXIT_INPUT, "dir.jsonl", "not a file")
     assert_nothing_written(tmp_path)
 
 
@@ -281,14 +283,14 @@ def test_json_array_with_trailing_content_is_an_error(tmp_path):
     data = tmp_path / "d.json"
     data.write_bytes(b"[" + GOOD + b"]\n" + GOOD + b"\n")
     done = cli(data, "--tokenizer", FAST_TOKENIZER, "-o", tmp_path / "out")
-    assert_clean_error(done, str(data), "after the closing bracket", ".jsonl")
+    assert_clean_error(done, EXIT_INPUT, str(data), "after the closing bracket", ".jsonl")
     assert_nothing_written(tmp_path)
 
 
 def test_missing_tokenizer(tmp_path):
     (tmp_path / "d.jsonl").write_bytes(GOOD + b"\n")
     done = cli(tmp_path / "d.jsonl", "--tokenizer", tmp_path / "no-model", "-o", tmp_path / "out")
-    assert_clean_error(done, "no-model")
+    assert_clean_error(done, EXIT_INPUT, "no-model")
     assert_nothing_written(tmp_path)
 
 
@@ -299,7 +301,7 @@ def test_existing_output_without_overwrite_is_left_untouched(tmp_path):
     before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
     data.write_bytes(GOOD + b"\n" + GOOD + b"\n")
     done = cli(data, "--tokenizer", FAST_TOKENIZER, "-o", tmp_path / "out")
-    assert_clean_error(done, str(tmp_path / "out"), "already exists; pass --overwrite")
+    assert_clean_error(done, EXIT_OUTPUT, str(tmp_path / "out"), "already exists; pass --overwrite")
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if "fastsft-tmp" in p.name]
 
@@ -308,14 +310,14 @@ def test_output_under_a_file(tmp_path):
     (tmp_path / "d.jsonl").write_bytes(GOOD + b"\n")
     (tmp_path / "plain-file").write_text("x")
     done = cli(tmp_path / "d.jsonl", "--tokenizer", FAST_TOKENIZER, "-o", tmp_path / "plain-file" / "out")
-    assert_clean_error(done, "plain-file")
+    assert_clean_error(done, EXIT_OUTPUT, "plain-file")
 
 
 def test_strict_names_file_and_line_of_an_invalid_utf8_record(tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_bytes(GOOD + b"\n\n" + b'{"messages": [{"role": "user", "content": "\xff"}]}\n' + GOOD + b"\n")
     done = cli(data, "--tokenizer", FAST_TOKENIZER, "-o", tmp_path / "out", "--strict")
-    assert_clean_error(done, f"{data}:3: invalid_json")
+    assert_clean_error(done, EXIT_REJECTS, f"{data}:3: invalid_json")
     assert_nothing_written(tmp_path)
 
 
@@ -324,7 +326,7 @@ def test_forced_format_that_does_not_fit_says_which_does(tmp_path):
     data = tmp_path / "alpaca.jsonl"
     data.write_bytes(b"".join(dumps({"instruction": f"Add {i}+1", "input": "", "output": str(i + 1)}) + b"\n" for i in range(5)))
     done = cli(data, "--tokenizer", FAST_TOKENIZER, "-o", tmp_path / "out", "--format", "sharegpt")
-    assert_clean_error(done, "5 of 5 records rejected", f"{data}:1:", "missing 'conversations'")
+    assert_clean_error(done, EXIT_REJECTS, "5 of 5 records rejected", f"{data}:1:", "missing 'conversations'")
     assert re.search(r"looks? like an? alpaca record.*--format alpaca", done.stderr), done.stderr
     assert_nothing_written(tmp_path)
 
@@ -358,7 +360,7 @@ def test_full_disk(tmp_path, where):
         limit = sizes["manifest.json"] - 1
         assert all(size <= limit for name, size in sizes.items() if name != "manifest.json")
     done = cli(data, "--tokenizer", FAST_TOKENIZER, "-o", tmp_path / "out", preexec_fn=limit_file_size(limit))
-    assert_clean_error(done, "File too large")
+    assert_clean_error(done, EXIT_OUTPUT, "File too large")
     assert re.search(r"\.out\.fastsft-tmp-\d+/(\w+\.npy|rejects\.jsonl|manifest\.json)", done.stderr), done.stderr
     if where == "manifest":
         assert "manifest.json" in done.stderr

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from fastsft import FastSFTError
+from fastsft.errors import EXIT_INPUT
 from fastsft.cli import main as cli_main
 from fastsft.data import DatasetFormatError, SFTDataset, read_manifest
 from train_helpers import ROOT, random_samples, write_dataset
@@ -96,7 +97,7 @@ def test_damage_is_one_line_naming_the_file(tmp_path, capsys, damage, file, says
     assert isinstance(e.value, FastSFTError)
     assert msg.startswith(f"{d / file}: ") and says in msg and "\n" not in msg, msg
 
-    assert cli_main(["check", str(d)]) == 2
+    assert cli_main(["check", str(d)]) == EXIT_INPUT
     err = capsys.readouterr().err
     assert err == f"fastsft check: error: {msg}\n"
 
@@ -108,7 +109,7 @@ def test_checksum_mismatch_is_found_by_check_only(tmp_path, capsys):
     ids[11] = (ids[11] + 1) % 1000
     np.save(d / "input_ids.npy", ids)
     SFTDataset(d)  # structure and contents are still consistent
-    assert cli_main(["check", str(d)]) == 2
+    assert cli_main(["check", str(d)]) == EXIT_INPUT
     err = capsys.readouterr().err
     assert err.startswith(f"fastsft check: error: {d / 'input_ids.npy'}: sha256 of its data is ")
     assert "manifest.json records" in err and err.count("\n") == 1
@@ -129,15 +130,15 @@ def test_check_ok_and_old_datasets_without_checksums(tmp_path, capsys):
 def test_damaged_manifest_json(tmp_path, capsys):
     d = _dataset(tmp_path / "d")
     _edit_manifest(num_samples="many")(d)
-    assert cli_main(["check", str(d)]) == 2
+    assert cli_main(["check", str(d)]) == EXIT_INPUT
     assert capsys.readouterr().err.startswith(f"fastsft check: error: {d / 'manifest.json'}: a count")
     (d / "manifest.json").write_bytes(b"\xff\xfe")
-    assert cli_main(["check", str(d)]) == 2
+    assert cli_main(["check", str(d)]) == EXIT_INPUT
     assert "invalid JSON" in capsys.readouterr().err
 
 
 def test_train_refuses_damaged_data_before_loading_a_model(tmp_path):
-    """The real CLI: exit 2, one line on stderr, no traceback; the model directory has no weights
+    """The real CLI: exit 3 (damaged input), one line on stderr, no traceback; the model directory has no weights
     at all, so getting to the model would fail differently."""
     d = _dataset(tmp_path / "d")
     _edit_array("offsets.npy", _swap_offsets)(d)
@@ -146,7 +147,7 @@ def test_train_refuses_damaged_data_before_loading_a_model(tmp_path):
         [sys.executable, "-m", "fastsft.cli", "train", "--data", str(d), "--model", str(tmp_path / "model"), "-o", str(tmp_path / "run")],
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=120,
     )  # fmt: skip
-    assert res.returncode == 2, res.stderr
+    assert res.returncode == EXIT_INPUT, res.stderr
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith(f"fastsft train: error: {d / 'offsets.npy'}: offsets[1]=") and "Traceback" not in res.stderr
     assert not (tmp_path / "run").exists()

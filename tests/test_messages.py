@@ -33,7 +33,7 @@ def test_forced_format_names_the_missing_field_and_does_not_advise_format(tmp_pa
                "--format", "alpaca", "--no-progress"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stderr) == (
-        2,
+        4,  # rejects (fastsft/errors.py)
         "fastsft prep: error: 1 of 1 record rejected (100.0%, nothing written); most common reason: missing_field "
         f"(1 record); first: {data}:1: the record has no 'instruction'; the records lack fields that --format alpaca reads; "
         f"every reject is listed in {data.parent / 'out.rejects.jsonl'}\n",

@@ -35,7 +35,7 @@ def test_an_empty_directory_is_an_output_and_then_a_dataset(tmp_path):
     assert no_temporaries(tmp_path)
     # Now it is a dataset: replaced only when asked, and the message says how.
     again = prep(tmp_path, out)
-    assert (again.returncode, again.stderr) == (2, f"fastsft prep: error: {out} already exists; pass --overwrite to replace it\n")
+    assert (again.returncode, again.stderr) == (5, f"fastsft prep: error: {out} already exists; pass --overwrite to replace it\n")
     assert prep(tmp_path, out, "--overwrite").returncode == 0
     assert no_temporaries(tmp_path)
 

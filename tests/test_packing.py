@@ -54,7 +54,7 @@ def test_pack_rejects_too_long_and_bad_capacity():
     from fastsft import _core
 
     with pytest.raises(ValueError):  # the Rust core checks as well
-        _core.pack(np.array([3, 9], dtype="<i8").tobytes(), 8)
+        _core.pack(np.array([3, 9], dtype="<i8"), 8)
 
 
 def test_pack_empty():

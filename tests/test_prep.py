@@ -180,7 +180,7 @@ def test_cli_prints_summary_and_errors_without_traceback(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "written                   1" in done.stdout and "empty_conversation 1" in done.stdout
     again = subprocess.run([*cli, "prep", str(data), "--tokenizer", str(QWEN), "-o", str(tmp_path / "out")], capture_output=True, text=True)
-    assert again.returncode == 2
+    assert again.returncode == 5  # output exists (fastsft/errors.py)
     assert "already exists; pass --overwrite" in again.stderr and "Traceback" not in again.stderr
     bad_flag = subprocess.run([*cli, "prep", str(data), "--tokenizer", str(QWEN), "-o", str(tmp_path / "x"), "--role-map", "bot"], capture_output=True, text=True)
     assert bad_flag.returncode == 2 and "--role-map 'bot': expected FROM=TO" in bad_flag.stderr

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+import fastsft
 from fastsft import _core
 from public_models import build_models
 
@@ -46,10 +47,7 @@ def hf_ids(directory: Path, messages, *, generation_prompt=False, **kwargs) -> l
 
 
 def encode(directory: Path, record: dict, **options) -> dict:
-    template_args = options.pop("template_args", None)
-    pairs = [(k, json.dumps(v)) for k, v in (template_args or {}).items()] or None
-    encoder = _core.RecordEncoder(str(directory), template_args=pairs, **options)
-    return encoder.encode(json.dumps(record, ensure_ascii=False))
+    return fastsft.RecordEncoder(str(directory), **options).encode(record)
 
 
 def trained_runs(mask: list[int]) -> list[tuple[int, int]]:
@@ -193,7 +191,7 @@ def test_numbers_keep_their_exact_text(models):
     messages = [Q, {"role": "assistant", "content": "", "tool_calls": [call]}, {"role": "tool", "content": "ok"},
                 {"role": "assistant", "content": "done"}]
     record = '{"messages": ' + json.dumps(messages)[:-1] + "]}"
-    out = _core.RecordEncoder(str(models["qwen2.5"])).render(record)
+    out = fastsft.RecordEncoder(str(models["qwen2.5"])).render(record)
     assert '"arguments": {"big": 123456789012345678901234567890, "neg": -99999999999999999999, "one": 1.0, "e": 1e+16, "small": 1e-07}' in out["text"]
     parsed = json.loads(record)["messages"]
     for m in parsed:
@@ -229,7 +227,7 @@ def test_null_content_is_left_out_as_transformers_does(models):
                 {"role": "assistant", "content": None, "tool_calls": [
                     {"id": "abcDEF123", "type": "function", "function": {"name": "f", "arguments": {}}}]},
                 {"role": "tool", "tool_call_id": "abcDEF123", "content": None}, {"role": "assistant", "content": "ok"}]
-    rendered = _core.RecordEncoder(str(models["nemo"])).render(json.dumps({"messages": messages}))
+    rendered = fastsft.RecordEncoder(str(models["nemo"])).render(json.dumps({"messages": messages}))
     assert '[TOOL_RESULTS]{"content": , "call_id": "abcDEF123"}[/TOOL_RESULTS]' in rendered["text"]
     assert rendered["text"] == hf(models["nemo"]).apply_chat_template(messages, tokenize=False)
 
@@ -238,12 +236,12 @@ def test_template_args_and_pinned_date(models):
     messages = [Q, {"role": "assistant", "content": "4"}]
     out = encode(models["qwen3"], {"messages": messages}, template_args={"enable_thinking": False})
     assert_exact(models["qwen3"], messages, out, ["4<|im_end|>"], enable_thinking=False)
-    pinned = _core.RecordEncoder(str(models["llama3.2"]), date="2024-07-26").render(json.dumps({"messages": messages}))
+    pinned = fastsft.RecordEncoder(str(models["llama3.2"]), date="2024-07-26").render(json.dumps({"messages": messages}))
     assert "Today Date: 26 Jul 2024\n" in pinned["text"]
-    local = _core.RecordEncoder(str(models["llama3.2"])).render(json.dumps({"messages": messages}))
+    local = fastsft.RecordEncoder(str(models["llama3.2"])).render(json.dumps({"messages": messages}))
     assert f"Today Date: {time.strftime('%d %b %Y')}\n" in local["text"]
     with pytest.raises(_core.FastSFTError, match="YYYY-MM-DD"):
-        _core.RecordEncoder(str(models["llama3.2"]), date="26 Jul 2024")
+        fastsft.RecordEncoder(str(models["llama3.2"]), date="26 Jul 2024")
 
 
 def _run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -283,7 +281,7 @@ def test_all_rejected_run_keeps_its_rejects(models, tmp_path):
     out = tmp_path / "out"
     run = _run_cli("prep", str(data), "--tokenizer", str(models["qwen2.5"]), "-o", str(out),
                    "--max-reject-fraction", "1", "--no-progress")
-    assert run.returncode == 2
+    assert run.returncode == 4  # rejects (fastsft/errors.py)
     kept = tmp_path / "out.rejects.jsonl"
     assert str(kept) in run.stderr and not out.exists()
     rejects = [json.loads(line) for line in kept.read_text().splitlines()]

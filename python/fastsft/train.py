@@ -25,6 +25,7 @@ from typing import Any
 
 from ._core import FastSFTError
 from .data.manifest import sha256_file
+from .errors import exit_code_for
 from .train_exit import EXIT_ERROR, EXIT_INTERRUPTED, TrainInterrupted, interrupted_message, is_user_error, one_line, resolve_resume
 
 DEEPSPEED_PRESETS = {"zero2": "zero2.json", "zero3": "zero3.json", "zero3-offload": "zero3_offload.json"}
@@ -619,7 +620,9 @@ def train_main(args: argparse.Namespace) -> int:
         if not is_user_error(e):
             raise
         print(f"fastsft train: error: {one_line(e)}", file=sys.stderr, flush=True)
-        return EXIT_ERROR
+        # fastsft's own errors exit with the code of their kind (fastsft/errors.py); a library's
+        # error that the user caused (out of memory, a missing package) with 2.
+        return exit_code_for(e) or EXIT_ERROR
     finish_distributed()
     return 0
 
