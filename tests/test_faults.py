@@ -472,12 +472,9 @@ def test_huge_line_without_blowing_memory(tmp_path, reply_mb, outcome):
     assert data.stat().st_size > reply_mb * 2**20
     del reply, big
 
-    def limit_memory() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
-
     command = [sys.executable, "-m", "fastsft.cli", "prep", str(data), "--tokenizer", str(QWEN), "-o", str(tmp_path / "out"),
                "--max-len", "4096", "--threads", "2", "--no-progress"]
-    returncode, peak = run_measured(command, tmp_path, preexec_fn=limit_memory, timeout=300)
+    returncode, peak = run_measured(command, tmp_path, address_space=3 << 30, timeout=300)
     assert returncode == 0, (tmp_path / "stderr.txt").read_text()[-2000:]
     assert peak < 1 << 30, f"peak RSS {peak / 2**20:.0f} MiB"
     counts = json.loads((tmp_path / "out/manifest.json").read_text())["counts"]
@@ -492,19 +489,27 @@ def test_huge_line_without_blowing_memory(tmp_path, reply_mb, outcome):
         assert "--max-record-bytes" in reject["detail"]
 
 
-def run_measured(command: list[str], tmp_path: Path, preexec_fn=None, timeout: float = 300) -> tuple[int, int]:
-    """Runs `command` (output to tmp_path/stdout.txt, stderr.txt); returns its exit code and its own
-    peak RSS in bytes (`wait4`'s rusage of that one child, not the maximum over all children)."""
+# Runs the command as the child of a fresh, small interpreter and prints that child's peak RSS.
+# A child forked straight from pytest would report pytest's own peak: Linux carries the forked
+# parent's high-water mark over exec into the child's ru_maxrss, so a suite that loaded torch
+# earlier would make fastsft look 2 GB large.
+_MEASURE = """
+import os, resource, subprocess, sys
+limit = int(sys.argv[1])
+if limit:
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+code = subprocess.call(sys.argv[2:])
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, code)
+"""
+
+
+def run_measured(command: list[str], tmp_path: Path, address_space: int = 0, timeout: float = 300) -> tuple[int, int]:
+    """Runs `command` (output to tmp_path/stdout.txt, stderr.txt) under an `address_space` limit
+    in bytes (0: none); returns its exit code and its own peak RSS in bytes."""
     with open(tmp_path / "stdout.txt", "wb") as out, open(tmp_path / "stderr.txt", "wb") as err:
-        proc = subprocess.Popen(command, stdout=out, stderr=err, preexec_fn=preexec_fn)
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, usage.ru_maxrss * 1024
-        if time.monotonic() > deadline:
-            proc.kill()
-            os.wait4(proc.pid, 0)
-            pytest.fail(f"{command} ran past {timeout} s")
-        time.sleep(0.05)
+        measure = subprocess.run([sys.executable, "-c", _MEASURE, str(address_space), *command], stdout=subprocess.PIPE,
+                                 stderr=err, timeout=timeout, check=True)  # fmt: skip
+        *printed, last = measure.stdout.decode().splitlines() or [""]
+        out.write("\n".join(printed).encode())
+    peak, code = map(int, last.split())
+    return code, peak
