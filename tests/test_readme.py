@@ -230,3 +230,11 @@ def test_extras_agree_with_pyproject_and_readme():
         names = {re.split(r"[<>=\[ ]", req)[0].lower().replace("-", "_") for req in declared[extra]}
         assert set(modules) <= names, (extra, modules, declared[extra])
         assert f"'fastsft[{extra}]'" in readme, f"README does not say what needs fastsft[{extra}]"
+
+
+def test_layout_names_every_module():
+    """README's Layout section lists every source file of the Rust core and the Python package."""
+    layout = README.read_text(encoding="utf-8").split("## Layout", 1)[1].split("\n## ", 1)[0]
+    sources = [*ROOT.glob("rust/**/*.rs"), *ROOT.glob("python/fastsft/**/*.py")]
+    missing = sorted(str(p.relative_to(ROOT)) for p in sources if p.name != "__init__.py" and p.stem not in layout)
+    assert not missing, f"README's Layout section does not name: {missing}"
