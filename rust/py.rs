@@ -18,6 +18,9 @@ use crate::schema::{parse_record, FieldNames, Format, SchemaOptions};
 use crate::source::Shard;
 use crate::template::{HistoryTurns, ReasoningPolicy, SplitTurns, TemplateOptions};
 
+#[path = "py_batch.rs"]
+mod py_batch;
+
 create_exception!(fastsft, FastSFTError, PyValueError, "A fastsft run or input could not be processed.");
 
 impl From<Error> for PyErr {
@@ -473,6 +476,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(prep, m)?)?;
     m.add_function(wrap_pyfunction!(pack, m)?)?;
+    m.add_function(wrap_pyfunction!(py_batch::encode_batch_arrays, m)?)?;
     m.add_class::<RecordEncoder>()?;
     m.add_class::<TokenDecoder>()?;
     Ok(())

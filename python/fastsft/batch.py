@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastsft import _core
+from fastsft.errors import UsageError
 
 IGNORE_INDEX = -100
 
@@ -71,7 +72,8 @@ def encode_batch(
     template_args: dict[str, Any] | None = None,
     date: str | None = None,
     threads: int = 1,
-) -> dict[str, list[Any]]:
+    output: str = "lists",
+) -> Any:
     """Encodes a batch of records; one output row per sample, in input order — one per input row,
     except records split into per-turn samples (`split_turns`), which give one row per turn.
 
@@ -82,6 +84,10 @@ def encode_batch(
     defaults to 1 because engines run one call per worker already. `fields` maps
     messages/role/content/system to the record's own field names (the CLI's --messages-field
     etc.); the other options are `fastsft prep`'s.
+
+    `output="arrays"` gives the same samples as flat numpy arrays with `offsets` (no Python object
+    per token: what engines moving batches between processes want), `output="arrow"` as a
+    `pyarrow.Table` of list columns over those arrays (`fastsft/batch_arrays.py`).
 
     >>> out = encode_batch([{"messages": [{"role": "user", "content": "Hi"},
     ...                                   {"role": "assistant", "content": "Hello"}]}],
@@ -94,6 +100,12 @@ def encode_batch(
                        tuple(sorted((fields or {}).items())), max_len,
                        truncation, train_on, train_eot, train_on_prompt, max_record_bytes, reasoning, split_turns, history,
                        tuple(template_args_for_core(template_args) or ()), date)
+    if output in ("arrays", "arrow"):
+        from fastsft.batch_arrays import arrays_to_arrow, encode_arrays
+        arrays = encode_arrays(encoder, _records(records), threads)
+        return arrays if output == "arrays" else arrays_to_arrow(arrays)
+    if output != "lists":
+        raise UsageError(f"output={output!r}: expected lists, arrays or arrow")
     out = encoder.encode_batch(_records(records), threads)
     labels = [[t if m else IGNORE_INDEX for t, m in zip(ids, mask)] for ids, mask in zip(out["input_ids"], out["loss_mask"])]
     return {

@@ -56,6 +56,11 @@ def _add_prep_parser(subparsers: argparse._SubParsersAction) -> None:
             kind = {"int | None": int, "int": int, "float | None": float}.get(str(f.type), str)
             metavar = meta.get("metavar") or _metavar(kind, meta["choices"])
             p.add_argument(flag, dest=f.name, type=kind, default=f.default, choices=meta["choices"], metavar=metavar, help=meta["help"])
+    p.add_argument(
+        "--engine", choices=("local", "ray"), default="local", metavar="local|ray",
+        help="Where to encode: this machine, or the Ray cluster at RAY_ADDRESS (a local Ray when unset), into one "
+        "dataset identical to a local run's; inputs and output on storage every node sees.",
+    )  # fmt: skip
     p.set_defaults(func=_run_prep)
 
 
@@ -73,7 +78,7 @@ def _run_prep(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {f.name: getattr(args, f.name) for f in dataclasses.fields(PrepOptions)}
     options["role_map"] = parse_role_map(args.role_map)
     options["template_args"] = parse_template_args(args.template_args)
-    summary = fastsft.prep(args.inputs, args.tokenizer, args.output, **options)
+    summary = fastsft.prep(args.inputs, args.tokenizer, args.output, engine=args.engine, **options)
     print(format_summary(summary))
     return 0
 

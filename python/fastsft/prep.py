@@ -10,6 +10,7 @@ from typing import Any
 
 from fastsft import _core
 from fastsft.config import PrepOptions, field_mapping, template_args_for_core
+from fastsft.errors import UsageError
 
 
 def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
@@ -65,6 +66,12 @@ def prep(
 
     >>> fastsft.prep(["data/*.jsonl.gz"], "models/qwen2.5", "out", max_len=4096)  # doctest: +SKIP
     """
+    engine = options.pop("engine", "local")
+    if engine == "ray":  # issue 17: the same dataset, made by Ray tasks (fastsft/ray_engine.py)
+        from fastsft.ray_engine import prep_on_ray
+        return prep_on_ray(inputs, tokenizer, output, **options)
+    if engine != "local":
+        raise UsageError(f"--engine {engine}: expected local or ray")
     options.setdefault("progress", False)
     opts = PrepOptions(**options)
     kwargs = dataclasses.asdict(opts)

@@ -1,0 +1,110 @@
+"""Per-core speed of `fastsft prep --engine ray` against `fastsft prep`, and of `encode_batch`'s
+array output against its list output (issue 17).
+
+The corpus: the shipped chat corpora (assets/corpora) copied `--copies` times, each copy made
+distinct (a copy number written into the first message's text), as `--files` plain JSONL files.
+Both preps run with one encoding thread; the Ray run on a local Ray of one CPU (`ray.init(num_cpus=1)`,
+started before the clock: start-up excluded, as for `prep`, whose process start is not timed
+either). Each configuration runs `--repeats` times in alternation; the best time counts.
+
+    PYTHONPATH=python python benches/bench_ray.py --copies 4 --files 4 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import fastsft
+
+REPO = Path(__file__).resolve().parents[1]
+QWEN = str(REPO / "assets/tokenizers/qwen2.5")
+CHAT = ["medicalgpt_sharegpt_zh_1k", "llamafactory_alpaca_en_demo", "llamafactory_alpaca_zh_demo",
+        "llamafactory_glaive_toolcall_en_demo", "llamafactory_glaive_toolcall_zh_demo"]
+
+
+def distinct(record: str, copy: int) -> str:
+    """The record with `copy` written into its first message's text (so no two copies tokenize alike)."""
+    data = json.loads(record)
+    for key in ("conversations", "messages"):
+        if data.get(key):
+            field = "value" if key == "conversations" else "content"
+            data[key][0][field] = f"[{copy}] {data[key][0][field]}"
+            return json.dumps(data, ensure_ascii=False)
+    if "instruction" in data:
+        data["instruction"] = f"[{copy}] {data['instruction']}"
+    return json.dumps(data, ensure_ascii=False)
+
+
+def make_corpus(directory: Path, copies: int, files: int) -> list[str]:
+    records = []
+    for name in CHAT:
+        lines = gzip.decompress((REPO / "assets/corpora" / f"{name}.jsonl.gz").read_bytes()).decode().splitlines()
+        records.extend(line for line in lines if line.strip())
+    out = [distinct(r, copy) for copy in range(copies) for r in records]
+    paths = []
+    per_file = -(-len(out) // files)
+    for i in range(files):
+        path = directory / f"part-{i}.jsonl"
+        path.write_text("".join(r + "\n" for r in out[i * per_file : (i + 1) * per_file]), encoding="utf-8")
+        paths.append(str(path))
+    return paths
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--copies", type=int, default=4)
+    parser.add_argument("--files", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=256, help="records per encode_batch call")
+    args = parser.parse_args()
+    import ray
+
+    work = Path(tempfile.mkdtemp(prefix="bench-ray-"))
+    try:
+        files = make_corpus(work, args.copies, args.files)
+        size = sum(os.path.getsize(f) for f in files)
+        options = dict(max_len=4096, threads=1, overwrite=True)
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+        best = {"prep": float("inf"), "ray": float("inf")}
+        for _ in range(args.repeats):
+            best["prep"] = min(best["prep"], timed(lambda: fastsft.prep(files, QWEN, work / "local", **options)))
+            best["ray"] = min(best["ray"], timed(lambda: fastsft.prep(files, QWEN, work / "ray", engine="ray", **options)))
+        manifest = json.loads((work / "local" / "manifest.json").read_text())
+        same = all((work / "local" / n).read_bytes() == (work / "ray" / n).read_bytes()
+                   for n in ("input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy", "rejects.jsonl", "manifest.json"))
+        report = json.loads((work / "ray" / "report.json").read_text())
+        ray.shutdown()
+        tokens, read = manifest["num_tokens"], manifest["counts"]["read"]
+        print(f"corpus: {read:,} records in {len(files)} files, {size / 1e6:.1f} MB, {tokens:,} tokens; load {os.getloadavg()}")
+        for name in ("prep", "ray"):
+            print(f"  {name:5s} 1 CPU: {best[name]:7.2f} s  {tokens / best[name] / 1e6:.2f}M tokens/s")
+        print(f"  ray / prep per core: {best['prep'] / best['ray']:.3f}x; identical files: {same}; "
+              f"last ray run: encode {report['encode_seconds']:.2f} s, assemble {report['assemble_seconds']:.2f} s")
+
+        lines = [line for f in files[:1] for line in Path(f).read_text(encoding="utf-8").splitlines()]
+        batches = [lines[i : i + args.batch] for i in range(0, len(lines), args.batch)]
+        fastsft.encode_batch(batches[0][:2], QWEN, max_len=4096)  # load the encoder before timing
+        batch_tokens = sum(int(fastsft.encode_batch(b, QWEN, max_len=4096, output="arrays")["offsets"][-1]) for b in batches)
+        for output in ("lists", "arrays", "arrow"):
+            seconds = min(timed(lambda: [fastsft.encode_batch(b, QWEN, max_len=4096, output=output) for b in batches])
+                          for _ in range(args.repeats))
+            print(f"  encode_batch output={output:6s}: {len(lines):,} records, {seconds:6.2f} s  {batch_tokens / seconds / 1e6:.2f}M tokens/s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""`fastsft prep --engine ray` on a real two-node Ray cluster on this machine (issue 17).
+
+The cluster (`ray start --head` + `ray start --address ...`, one CPU each) is started once for the
+module and stopped at its end. Every Ray dataset is compared with `fastsft.prep` of the same files
+on this machine, file by file: the arrays, `rejects.jsonl` and `manifest.json` must be the same
+bytes (so the same samples, masks, origins, rejects, counts and fingerprint). A worker is killed
+mid-job twice: once Ray retries its unit (the dataset is still exact), once it may not (the job
+fails, nothing is at the output, and a re-run reuses the units that had finished).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+import fastsft
+from fastsft.errors import FastSFTError, UsageError
+from ray_cluster import TwoNodeCluster, wait_for
+
+REPO = Path(__file__).resolve().parents[1]
+QWEN = str(REPO / "assets/tokenizers/qwen2.5")
+CORPORA = REPO / "assets/corpora"
+COMPARED = ("input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy", "turns.npy", "rejects.jsonl", "manifest.json")
+BAD_LINES = ['{"messages": [', "[1, 2]", json.dumps({"question": "q", "answer": "a"})]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    nodes = TwoNodeCluster(cpus_per_node=1)
+    old = os.environ.get("RAY_ADDRESS")
+    os.environ["RAY_ADDRESS"] = nodes.address
+    yield nodes
+    if old is None:
+        os.environ.pop("RAY_ADDRESS", None)
+    else:
+        os.environ["RAY_ADDRESS"] = old
+    nodes.stop()
+
+
+def assert_same_dataset(ray_out: Path, local_out: Path) -> None:
+    for name in COMPARED:
+        assert (ray_out / name).read_bytes() == (local_out / name).read_bytes(), f"{name} differs"
+
+
+def medical_copies(tmp_path: Path, copies: int) -> list[str]:
+    """The 1k-record Chinese ShareGPT corpus as `copies` plain files, each made distinct."""
+    lines = gzip.decompress((CORPORA / "medicalgpt_sharegpt_zh_1k.jsonl.gz").read_bytes()).decode().splitlines()
+    paths = []
+    for copy in range(copies):
+        path = tmp_path / f"medical-{copy}.jsonl"
+        path.write_text("".join(line.replace("\u3002", f"\u3002{copy}", 1) + "\n" for line in lines), encoding="utf-8")
+        paths.append(str(path))
+    return paths
+
+
+def records_in(path: Path) -> int:
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    return sum(1 for line in data.split(b"\n") if line.strip())
+
+
+def test_ray_dataset_equals_local_prep(cluster, tmp_path, monkeypatch):
+    """Files split into shares and whole files, a file of bad records, a file of nothing but bad
+    records, relative paths: the Ray dataset is byte for byte the local one, read as one dataset."""
+    bad = tmp_path / "mixed.jsonl"
+    good = gzip.decompress((CORPORA / "llamafactory_identity.jsonl.gz").read_bytes()).decode().splitlines()
+    bad.write_text("\n".join(good[:20] + BAD_LINES + good[20:40]) + "\n", encoding="utf-8")
+    (tmp_path / "all_bad.jsonl").write_text("\n".join(BAD_LINES) + "\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # relative paths, as users type them
+    inputs = [str(CORPORA / "medicalgpt_sharegpt_zh_1k.jsonl.gz"), "mixed.jsonl", str(CORPORA / "llamafactory_glaive_toolcall_en_demo.jsonl.gz"),
+              "all_bad.jsonl"]
+    options = dict(max_len=1024, threads=1)
+    local = fastsft.prep(inputs, QWEN, "local", **options)
+    # 600 kB units: the 1.4 MB corpus is prepared as 3 round-robin shares, the others whole.
+    summary = fastsft.prep(inputs, QWEN, "ray", engine="ray", unit_bytes=600_000, **options)
+    assert summary["units"] == 6 and summary["units_reused"] == 0
+    assert_same_dataset(tmp_path / "ray", tmp_path / "local")
+    for key in ("read", "written", "rejected", "samples", "tokens", "trained_tokens", "rejected_by_reason"):
+        assert summary[key] == local[key], key
+    assert summary["read"] == summary["written"] + summary["rejected"] == sum(records_in(Path(p)) for p in inputs)
+    assert summary["rejected_by_reason"]["invalid_json"] == 2
+    dataset = fastsft.SFTDataset(tmp_path / "ray")
+    assert len(dataset) == summary["samples"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no work or temporary directory left
+
+
+def kill_a_running_unit(cluster: TwoNodeCluster, parent: Path, after_finished: int, killed: list) -> None:
+    """Waits for `after_finished` finished units and one being written, then SIGKILLs the Ray
+    worker writing it (its pid is in the pipeline's temporary directory name)."""
+    def running_worker():
+        finished = list(parent.glob(".out.fastsft-ray-*/unit-*/manifest.json"))
+        temporaries = list(parent.glob(".out.fastsft-ray-*/.unit-*.fastsft-tmp-*"))
+        if len(finished) < after_finished or not temporaries:
+            return None
+        pid = int(re.sub(r".*fastsft-tmp-(\d+).*", r"\1", temporaries[0].name))
+        return pid if pid in {p.pid for p in cluster.processes()} else None
+
+    pid = wait_for(running_worker, timeout=60)
+    if pid:
+        killed.append((pid, (parent / "out").exists()))
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_killed_worker_is_retried_and_the_dataset_is_exact(cluster, tmp_path):
+    inputs = medical_copies(tmp_path, 3)
+    killed: list = []
+    killer = threading.Thread(target=kill_a_running_unit, args=(cluster, tmp_path, 0, killed))
+    killer.start()
+    summary = fastsft.prep(inputs, QWEN, tmp_path / "out", engine="ray", max_len=1024)
+    killer.join()
+    assert killed and killed[0][1] is False, "the worker was not killed mid-job, or the output existed before the end"
+    fastsft.prep(inputs, QWEN, tmp_path / "local", max_len=1024)
+    assert_same_dataset(tmp_path / "out", tmp_path / "local")
+    assert summary["units"] == 3
+
+
+def test_failed_job_leaves_nothing_and_rerun_reuses_finished_units(cluster, tmp_path):
+    inputs = medical_copies(tmp_path, 4)
+    killed: list = []
+    killer = threading.Thread(target=kill_a_running_unit, args=(cluster, tmp_path, 1, killed))
+    killer.start()
+    with pytest.raises(FastSFTError, match="failed on the Ray cluster.*run the same command again"):
+        fastsft.prep(inputs, QWEN, tmp_path / "out", engine="ray", max_len=1024, max_retries=0)
+    killer.join()
+    assert killed
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out.fastsft-tmp-*"))
+    summary = fastsft.prep(inputs, QWEN, tmp_path / "out", engine="ray", max_len=1024)
+    assert summary["units_reused"] >= 1
+    fastsft.prep(inputs, QWEN, tmp_path / "local", max_len=1024)
+    assert_same_dataset(tmp_path / "out", tmp_path / "local")
+
+
+def test_options_ray_cannot_take(tmp_path):
+    with pytest.raises(UsageError, match="--engine ray splits the work itself"):
+        fastsft.prep([str(CORPORA / "llamafactory_identity.jsonl.gz")], QWEN, tmp_path / "o", engine="ray", num_shards=2, shard_index=0)
+    with pytest.raises(UsageError, match="--engine spark: expected local or ray"):
+        fastsft.prep([str(CORPORA / "llamafactory_identity.jsonl.gz")], QWEN, tmp_path / "o", engine="spark")
