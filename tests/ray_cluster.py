@@ -38,7 +38,9 @@ class TwoNodeCluster:
         self.temp_dir = tempfile.mkdtemp(prefix="fsray-", dir="/tmp")
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+        # A private cluster on 127.0.0.1: no token authentication (Ray turns it on when it finds
+        # ~/.ray/auth_token, and the second node and the driver would then need the token too).
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_AUTH_MODE": "disabled"}
         common = ["--num-cpus", str(cpus_per_node), "--disable-usage-stats"]
         self._run([RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
                    "--temp-dir", self.temp_dir, "--include-dashboard", "false", "--object-store-memory", str(128 << 20),
@@ -56,7 +58,10 @@ class TwoNodeCluster:
         """Every process of this cluster: those whose command line names its temporary directory,
         and their descendants (workers)."""
         found: dict[int, psutil.Process] = {}
+        me = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
         for process in psutil.process_iter(["cmdline"]):
+            if process.pid in me:
+                continue
             try:
                 if any(self.temp_dir in part for part in process.info["cmdline"] or ()):
                     found[process.pid] = process

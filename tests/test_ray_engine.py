@@ -34,13 +34,10 @@ BAD_LINES = ['{"messages": [', "[1, 2]", json.dumps({"question": "q", "answer": 
 @pytest.fixture(scope="module")
 def cluster():
     nodes = TwoNodeCluster(cpus_per_node=1)
-    old = os.environ.get("RAY_ADDRESS")
-    os.environ["RAY_ADDRESS"] = nodes.address
-    yield nodes
-    if old is None:
-        os.environ.pop("RAY_ADDRESS", None)
-    else:
-        os.environ["RAY_ADDRESS"] = old
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_ADDRESS", nodes.address)
+        patch.setenv("RAY_AUTH_MODE", "disabled")
+        yield nodes
     nodes.stop()
 
 
