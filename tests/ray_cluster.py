@@ -78,7 +78,7 @@ class TwoNodeCluster:
                 process.send_signal(signal.SIGTERM)
             except psutil.NoSuchProcess:
                 pass
-        _, alive = psutil.wait_procs(processes, timeout=10)
+        _, alive = psutil.wait_procs(processes, timeout=3)
         for process in alive:
             try:
                 process.kill()

@@ -78,7 +78,7 @@ def test_ray_dataset_equals_local_prep(cluster, tmp_path, monkeypatch):
     local = fastsft.prep(inputs, QWEN, "local", **options)
     # 600 kB units: the 1.4 MB corpus is prepared as 3 round-robin shares, the others whole.
     summary = fastsft.prep(inputs, QWEN, "ray", engine="ray", unit_bytes=600_000, **options)
-    assert summary["units"] == 6 and summary["units_reused"] == 0
+    assert summary["units"] == 6 and summary["units_reused"] == 0 and summary["nodes"] == 2
     assert_same_dataset(tmp_path / "ray", tmp_path / "local")
     for key in ("read", "written", "rejected", "samples", "tokens", "trained_tokens", "rejected_by_reason"):
         assert summary[key] == local[key], key

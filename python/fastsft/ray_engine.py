@@ -87,7 +87,7 @@ def prep_on_ray(
     if started_ray:
         ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
     try:
-        reused = _run_units(ray, units, absolute, tokenizer_dir, core_options, cpus_per_unit, max_retries)
+        reused, nodes = _run_units(ray, units, absolute, tokenizer_dir, core_options, cpus_per_unit, max_retries)
     finally:
         if started_ray:
             ray.shutdown()
@@ -114,6 +114,7 @@ def prep_on_ray(
             "engine": "ray",
             "units": len(units),
             "units_reused": reused,
+            "nodes": nodes,
             "encode_seconds": encoded - started,
             "assemble_seconds": time.monotonic() - encoded,
             "records_per_second": counts["read"] / max(seconds, 1e-9),
@@ -127,7 +128,7 @@ def prep_on_ray(
     shutil.rmtree(work, ignore_errors=True)
     summary = {key: value for key, value in counts.items()}
     summary.update(output=os.fspath(output), seconds=time.monotonic() - started, threads=cpus_per_unit,
-                   skipped=False, engine="ray", units=len(units), units_reused=reused)
+                   skipped=False, engine="ray", units=len(units), units_reused=reused, nodes=nodes)
     return summary
 
 
@@ -185,13 +186,14 @@ def _plan_units(absolute: list[str], unit_bytes: int, work: Path) -> list[Unit]:
 
 
 def _run_units(ray, units: list[Unit], absolute: list[str], tokenizer_dir: str, core_options: dict[str, Any],
-               cpus_per_unit: int, max_retries: int) -> int:
-    """Runs every unfinished unit as a Ray task; returns how many finished units were reused."""
+               cpus_per_unit: int, max_retries: int) -> tuple[int, int]:
+    """Runs every unfinished unit as a Ray task; returns how many finished units were reused and
+    on how many nodes the others ran."""
     for unit in units:
         unit.directory.parent.mkdir(parents=True, exist_ok=True)
         break
     task = ray.remote(encode_unit).options(num_cpus=cpus_per_unit, max_retries=max_retries, retry_exceptions=False)
-    pending, reused = [], 0
+    pending, reused, nodes = [], 0, set()
     for unit in units:
         done = _finished(unit)
         if done is not None:
@@ -203,7 +205,9 @@ def _run_units(ray, units: list[Unit], absolute: list[str], tokenizer_dir: str, 
     try:
         for unit, ref in pending:
             try:
-                unit.rejected_only = ray.get(ref)
+                result = ray.get(ref)
+                unit.rejected_only = result["rejected_only"]
+                nodes.add(result["node"])
             except ray.exceptions.RayTaskError as error:
                 # The unit's own error (a strict reject, an unreadable input): as a local run raises it.
                 cause = getattr(error, "cause", None)
@@ -218,7 +222,7 @@ def _run_units(ray, units: list[Unit], absolute: list[str], tokenizer_dir: str, 
         for _, ref in pending:
             ray.cancel(ref, force=True)
         raise
-    return reused
+    return reused, len(nodes)
 
 
 def _finished(unit: Unit) -> dict[str, Any] | None:
@@ -231,22 +235,25 @@ def _finished(unit: Unit) -> dict[str, Any] | None:
     return None
 
 
-def encode_unit(path: str, tokenizer: str, directory: str, shares: int, share: int, core_options: dict[str, Any]) -> dict[str, Any] | None:
+def encode_unit(path: str, tokenizer: str, directory: str, shares: int, share: int, core_options: dict[str, Any]) -> dict[str, Any]:
     """One unit, on a Ray worker: the Rust pipeline on one input (or one share of it).
 
-    Returns None when it wrote a dataset. When every record of the unit was rejected the pipeline
+    Returns the node it ran on, and `rejected_only`: None when it wrote a dataset. When every record of the unit was rejected the pipeline
     refuses to write one and keeps the rejects beside it (`DIR.rejects.jsonl`); those records
     still count in the whole run, so the rejects are moved into the unit's directory and the
     counts returned (and kept in `rejected-only.json` for a re-run)."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
     kept = Path(directory + ".rejects.jsonl")
     kept.unlink(missing_ok=True)
     try:
         _core.prep([path], tokenizer, directory, overwrite=True, num_shards=shares, shard_index=share, **core_options)
-        return None
+        return {"node": node, "rejected_only": None}
     except Exception:
         if not kept.is_file():
             raise
-    return _keep_rejected_only(path, Path(directory), kept)
+    return {"node": node, "rejected_only": _keep_rejected_only(path, Path(directory), kept)}
 
 
 def _keep_rejected_only(path: str, directory: Path, kept: Path) -> dict[str, Any]:
