@@ -64,6 +64,11 @@ def records_in(path: Path) -> int:
     return sum(1 for line in data.split(b"\n") if line.strip())
 
 
+def one_file_per_unit(paths: list[str]) -> int:
+    """A unit size that puts each of these (equal-sized) files in a unit of its own."""
+    return max(os.path.getsize(p) for p in paths) + 1
+
+
 def test_ray_dataset_equals_local_prep(cluster, tmp_path, monkeypatch):
     """Files split into shares and whole files, a file of bad records, a file of nothing but bad
     records, relative paths: the Ray dataset is byte for byte the local one, read as one dataset."""
@@ -72,13 +77,14 @@ def test_ray_dataset_equals_local_prep(cluster, tmp_path, monkeypatch):
     bad.write_text("\n".join(good[:20] + BAD_LINES + good[20:40]) + "\n", encoding="utf-8")
     (tmp_path / "all_bad.jsonl").write_text("\n".join(BAD_LINES) + "\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)  # relative paths, as users type them
-    inputs = [str(CORPORA / "medicalgpt_sharegpt_zh_1k.jsonl.gz"), "mixed.jsonl", str(CORPORA / "llamafactory_glaive_toolcall_en_demo.jsonl.gz"),
+    inputs = ["mixed.jsonl", str(CORPORA / "llamafactory_glaive_toolcall_en_demo.jsonl.gz"), str(CORPORA / "medicalgpt_sharegpt_zh_1k.jsonl.gz"),
               "all_bad.jsonl"]
     options = dict(max_len=1024, threads=1)
     local = fastsft.prep(inputs, QWEN, "local", **options)
-    # 600 kB units: the 1.4 MB corpus is prepared as 3 round-robin shares, the others whole.
+    # 600 kB units: the first two files make one unit, the 1.4 MB corpus 3 round-robin shares,
+    # and the file of bad records one (where the pipeline writes nothing: all are rejected).
     summary = fastsft.prep(inputs, QWEN, "ray", engine="ray", unit_bytes=600_000, **options)
-    assert summary["units"] == 6 and summary["units_reused"] == 0 and summary["nodes"] == 2
+    assert summary["units"] == 5 and summary["units_reused"] == 0 and summary["nodes"] == 2
     assert_same_dataset(tmp_path / "ray", tmp_path / "local")
     for key in ("read", "written", "rejected", "samples", "tokens", "trained_tokens", "rejected_by_reason"):
         assert summary[key] == local[key], key
@@ -111,7 +117,7 @@ def test_killed_worker_is_retried_and_the_dataset_is_exact(cluster, tmp_path):
     killed: list = []
     killer = threading.Thread(target=kill_a_running_unit, args=(cluster, tmp_path, 0, killed))
     killer.start()
-    summary = fastsft.prep(inputs, QWEN, tmp_path / "out", engine="ray", max_len=1024)
+    summary = fastsft.prep(inputs, QWEN, tmp_path / "out", engine="ray", max_len=1024, unit_bytes=one_file_per_unit(inputs))
     killer.join()
     assert killed and killed[0][1] is False, "the worker was not killed mid-job, or the output existed before the end"
     fastsft.prep(inputs, QWEN, tmp_path / "local", max_len=1024)
@@ -125,7 +131,7 @@ def test_failed_job_leaves_nothing_and_rerun_reuses_finished_units(cluster, tmp_
     killer = threading.Thread(target=kill_a_running_unit, args=(cluster, tmp_path, 1, killed))
     killer.start()
     with pytest.raises(FastSFTError, match="failed on the Ray cluster.*run the same command again"):
-        fastsft.prep(inputs, QWEN, tmp_path / "out", engine="ray", max_len=1024, max_retries=0)
+        fastsft.prep(inputs, QWEN, tmp_path / "out", engine="ray", max_len=1024, max_retries=0, unit_bytes=one_file_per_unit(inputs))
     killer.join()
     assert killed
     assert not (tmp_path / "out").exists()

@@ -36,10 +36,12 @@ HEADER_LEN = 128
 
 @dataclass
 class Unit:
-    """One finished work unit: `directory` holds a dataset, or (`rejected_only`) only the rejects
-    of a share of a file in which every record was rejected (the pipeline writes no dataset then)."""
+    """One work unit: consecutive input files `files` (global indices) read whole, or one file
+    read as share `share` of `shares` (every `shares`-th record). Once finished, `directory`
+    holds a dataset, or (`rejected_only`) only the rejects of a unit in which every record was
+    rejected (the pipeline writes no dataset then)."""
 
-    file_index: int
+    files: list[int]
     share: int
     shares: int
     directory: Path
@@ -49,6 +51,14 @@ class Unit:
     def load(self) -> None:
         if self.rejected_only is None:
             self.manifest = json.loads((self.directory / "manifest.json").read_text(encoding="utf-8"))
+
+
+def pieces(units: list[Unit]) -> list[list[Unit]]:
+    """Units grouped by what they cover: a run of whole files (one unit), or the shares of one file."""
+    grouped: dict[tuple[int, ...], list[Unit]] = {}
+    for unit in units:
+        grouped.setdefault(tuple(unit.files), []).append(unit)
+    return [sorted(group, key=lambda u: u.share) for _, group in sorted(grouped.items())]
 
 
 class NpyOut:
@@ -84,7 +94,7 @@ def _load(directory: Path, name: str) -> np.ndarray:
     return np.load(directory / name, mmap_mode="r")
 
 
-def assemble(units: list[Unit], files: list[str], absolute: list[str], tmp: Path) -> dict[str, Any]:
+def assemble(units: list[Unit], files: list[str], absolute: list[str], tmp: Path, template: str | None = None) -> dict[str, Any]:
     """Writes the dataset made of `units` (sorted by file, share) into `tmp`; returns the counts.
 
     `files` are the inputs as the user named them, `absolute` as the units read them."""
@@ -112,23 +122,22 @@ def assemble(units: list[Unit], files: list[str], absolute: list[str], tmp: Path
     inputs: list[dict[str, Any]] = []
     tokens_so_far = 0
     with open(tmp / "rejects.jsonl", "wb") as rejects:
-        for file_index, path in enumerate(files):
-            shares = [u for u in units if u.file_index == file_index]
-            tokens_so_far = _copy_samples(shares, file_index, outs, tokens_so_far)
-            _copy_rejects(shares, absolute[file_index], path, rejects)
-            for unit in shares:
+        for piece in pieces(units):
+            tokens_so_far = _copy_samples(piece, outs, tokens_so_far)
+            _copy_rejects(piece, absolute, files, rejects)
+            for unit in piece:
                 unit_counts = unit.rejected_only or unit.manifest["counts"]
                 for key in COUNT_KEYS:
                     counts[key] += unit_counts.get(key, 0)
                 for reason, n in unit_counts.get("rejected_by_reason", {}).items():
                     counts["rejected_by_reason"][reason] = counts["rejected_by_reason"].get(reason, 0) + n
-            inputs.append(_input_info(shares, path))
+            inputs.extend(_input_info(piece, files))
         rejects.flush()
         os.fsync(rejects.fileno())
     counts["rejected_by_reason"] = dict(sorted(counts["rejected_by_reason"].items()))
     counts = {key: counts[key] for key in COUNTS_ORDER}
     array_sha256 = {name: outs[name].finish() for name in ARRAYS}
-    manifest = _manifest(first, inputs, counts, array_sha256, files)
+    manifest = _manifest(first, inputs, counts, array_sha256, files, template)
     return {"manifest": manifest, "counts": counts}
 
 
@@ -136,31 +145,32 @@ def assemble_rejects(units: list[Unit], files: list[str], absolute: list[str], p
     """For a run in which every unit rejected every record: the rejects in order, and the counts."""
     reasons: dict[str, int] = {}
     with open(path, "wb") as out:
-        for file_index, given in enumerate(files):
-            shares = [u for u in units if u.file_index == file_index]
-            _copy_rejects(shares, absolute[file_index], given, out)
-            for unit in shares:
+        for piece in pieces(units):
+            _copy_rejects(piece, absolute, files, out)
+            for unit in piece:
                 for reason, n in (unit.rejected_only or {}).get("rejected_by_reason", {}).items():
                     reasons[reason] = reasons.get(reason, 0) + n
     rejected = sum(reasons.values())
     return {"read": rejected, "written": 0, "rejected": rejected, "rejected_by_reason": dict(sorted(reasons.items()))}
 
 
-def _copy_samples(shares: list[Unit], file_index: int, outs: dict[str, NpyOut], tokens_so_far: int) -> int:
-    """Appends one input file's samples in input order; returns the token count so far."""
-    parts = [u for u in shares if u.rejected_only is None and u.manifest["num_samples"] > 0]
+def _copy_samples(piece: list[Unit], outs: dict[str, NpyOut], tokens_so_far: int) -> int:
+    """Appends a piece's samples in input order; returns the token count so far."""
+    first_file = piece[0].files[0]
+    parts = [u for u in piece if u.rejected_only is None and u.manifest["num_samples"] > 0]
     if not parts:
         return tokens_so_far
     arrays = [{name: _load(u.directory, name) for name in ARRAYS} for u in parts]
-    # A sample's place: its line (a share of a file holds every k-th record, so lines interleave);
-    # the stable sort keeps a record's per-turn samples in their order, and a one-share file as is.
+    # A sample's place: a unit of whole files is in order already; the shares of one file are
+    # merged by line (a share holds every k-th record, so lines interleave), and the stable sort
+    # keeps a record's per-turn samples in their order.
     lines = np.concatenate([a["origin.npy"][:, 1] for a in arrays])
     part_of = np.concatenate([np.full(len(a["turns.npy"]), i, dtype=np.int64) for i, a in enumerate(arrays)])
     index_in = np.concatenate([np.arange(len(a["turns.npy"]), dtype=np.int64) for a in arrays])
     order = np.arange(len(lines)) if len(parts) == 1 else np.argsort(lines, kind="stable")
     for start in range(0, len(order), COPY_SAMPLES):
         chosen = order[start : start + COPY_SAMPLES]
-        ids, mask, lengths, origin_lines, turns = [], [], [], [], []
+        ids, mask, lengths, origin_rows, turns = [], [], [], [], []
         # Consecutive samples from the same part are copied as one slice.
         cut = np.flatnonzero(np.diff(part_of[chosen]) != 0) + 1
         for run in np.split(chosen, cut):
@@ -178,41 +188,47 @@ def _copy_samples(shares: list[Unit], file_index: int, outs: dict[str, NpyOut], 
                     ids.append(a["input_ids.npy"][begin:end])
                     mask.append(a["loss_mask.npy"][begin:end])
                     lengths.append(np.array([end - begin], dtype=np.int64))
-            origin_lines.append(a["origin.npy"][rows, 1])
+            origin_rows.append(a["origin.npy"][rows])
             turns.append(a["turns.npy"][rows])
         outs["input_ids.npy"].write(np.concatenate(ids))
         outs["loss_mask.npy"].write(np.concatenate(mask))
         ends = tokens_so_far + np.cumsum(np.concatenate(lengths))
         tokens_so_far = int(ends[-1]) if len(ends) else tokens_so_far
         outs["offsets.npy"].write(ends)
-        lines_here = np.concatenate(origin_lines)
-        outs["origin.npy"].write(np.stack([np.full(len(lines_here), file_index, dtype=np.int64), lines_here], axis=1))
+        origin = np.array(np.concatenate(origin_rows), dtype=np.int64)
+        origin[:, 0] += first_file  # a unit numbers its own inputs from 0
+        outs["origin.npy"].write(origin)
         outs["turns.npy"].write(np.concatenate(turns))
     return tokens_so_far
 
 
-def _copy_rejects(shares: list[Unit], absolute: str, given: str, out) -> None:
-    """Reject lines in line order, naming the input as the user gave it (the units read it by its
-    absolute path, which workers on other nodes or in other directories resolve alike)."""
-    old = b'{"file":' + json.dumps(absolute, ensure_ascii=False).encode() + b","
-    new = b'{"file":' + json.dumps(given, ensure_ascii=False).encode() + b","
+def _copy_rejects(piece: list[Unit], absolute: list[str], files: list[str], out) -> None:
+    """Reject lines in input order, naming each input as the user gave it (units read inputs by
+    their absolute paths, which workers on other nodes or in other directories resolve alike)."""
+    renames = [(b'{"file":' + json.dumps(absolute[i], ensure_ascii=False).encode() + b",",
+                b'{"file":' + json.dumps(files[i], ensure_ascii=False).encode() + b",") for i in piece[0].files]
     entries: list[tuple[int, bytes]] = []
-    for unit in shares:
+    for unit in piece:
         path = unit.directory / "rejects.jsonl"
         for raw in path.read_bytes().splitlines(keepends=True):
-            if not raw.startswith(old):
-                raise DatasetFormatError(f"{path}: a reject line does not name {absolute}")
-            entries.append((int(json.loads(raw)["line"]), new + raw[len(old) :]))
-    if len(shares) > 1:
+            for old, new in renames:
+                if raw.startswith(old):
+                    entries.append((int(json.loads(raw)["line"]), new + raw[len(old) :]))
+                    break
+            else:
+                raise DatasetFormatError(f"{path}: a reject line names none of the unit's inputs")
+    if len(piece) > 1:  # shares of one file
         entries.sort(key=lambda e: e[0])
     out.writelines(raw for _, raw in entries)
 
 
-def _input_info(shares: list[Unit], given: str) -> dict[str, Any]:
-    for unit in shares:
-        info = unit.manifest["inputs"][0] if unit.rejected_only is None else unit.rejected_only["input"]
-        return {**info, "path": given}
-    raise DatasetFormatError(f"{given}: no work unit covered it")
+def _input_info(piece: list[Unit], files: list[str]) -> list[dict[str, Any]]:
+    """The manifest's entries for the piece's inputs (size, sha256), named as the user gave them."""
+    unit = piece[0]
+    infos = unit.manifest["inputs"] if unit.rejected_only is None else unit.rejected_only["inputs"]
+    if len(infos) != len(unit.files):
+        raise DatasetFormatError(f"{unit.directory}: lists {len(infos)} inputs, expected {len(unit.files)}")
+    return [{**info, "path": files[i]} for info, i in zip(infos, unit.files)]
 
 
 def _size(path: str) -> int:
@@ -229,9 +245,11 @@ def _compact(value: Any) -> bytes:
 
 
 def _manifest(first: dict[str, Any], inputs: list[dict[str, Any]], counts: dict[str, Any], array_sha256: dict[str, str],
-              files: list[str]) -> dict[str, Any]:
+              files: list[str], template: str | None) -> dict[str, Any]:
     """rust/pipeline.rs's `manifest()` for the whole run, key for key (tests compare the bytes)."""
-    tokenizer_sha, template_sha, options = first["tokenizer"]["sha256"], first["template"]["sha256"], first["options"]
+    tokenizer_sha, template_sha, options = first["tokenizer"]["sha256"], first["template"]["sha256"], dict(first["options"])
+    if template is not None:
+        options["template"] = template
     fingerprint_input = {
         "format_version": first["format_version"],
         "tokenizer": tokenizer_sha,

@@ -37,10 +37,12 @@ from fastsft.errors import FastSFTError, InputNotFoundError, MissingExtraError, 
 from fastsft.prep import expand_inputs, resolve_tokenizer
 from fastsft.ray_assemble import Unit, assemble, assemble_rejects
 
-# 1 GiB of input per unit: a unit's share of a split file reads the whole file (skipping the
-# other shares' records), so shares cost a re-read each; at this size a unit encodes for minutes
-# on one core, which dwarfs its start (tokenizer load from the cache: well under a second).
+# At most 1 GiB of input per unit: a share of a split file reads the whole file (skipping the
+# other shares' records), so shares cost a re-read each; at this size a unit encodes for a minute
+# or more on one core. At least 128 MiB (~10 s on one core): a unit's start (tokenizer, template,
+# files) measured ~0.3 s, which smaller units would pay too often.
 DEFAULT_UNIT_BYTES = 1 << 30
+MIN_UNIT_BYTES = 128 << 20
 
 
 def prep_on_ray(
@@ -79,14 +81,15 @@ def prep_on_ray(
     _check_output(target, opts.overwrite)
     core_options = _core_options(opts, cpus_per_unit)
     tokenizer_dir = os.path.abspath(resolve_tokenizer(tokenizer))
-    work = target.parent / f".{target.name}.fastsft-ray-{_plan_id(absolute, tokenizer_dir, core_options, unit_bytes)}"
-    units = _plan_units(absolute, unit_bytes, work)
+    work = target.parent / f".{target.name}.fastsft-ray-{_plan_id(absolute, tokenizer_dir, core_options)}"
 
     ray = _import_ray()
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
     try:
+        slots = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_unit)
+        units = plan_units(absolute, work, unit_bytes, slots)
         reused, nodes = _run_units(ray, units, absolute, tokenizer_dir, core_options, cpus_per_unit, max_retries)
     finally:
         if started_ray:
@@ -100,11 +103,9 @@ def prep_on_ray(
         if all(unit.rejected_only is not None for unit in units):
             counts = assemble_rejects(units, files, absolute, tmp / "rejects.jsonl")
             _check_rejects(opts, counts, tmp, target)
-        result = assemble(units, files, absolute, tmp)
+        # The units were given a template file by its absolute path: the manifest names it as the user did.
+        result = assemble(units, files, absolute, tmp, template=opts.template)
         manifest = result["manifest"]
-        if opts.template is not None:
-            # The units were given the template's absolute path; record it as the user named it.
-            manifest["options"]["template"] = opts.template
         counts = result["counts"]
         _check_rejects(opts, counts, tmp, target)
         seconds = time.monotonic() - started
@@ -154,9 +155,9 @@ def _core_options(opts: PrepOptions, cpus_per_unit: int) -> dict[str, Any]:
     return kwargs
 
 
-def _plan_id(absolute: list[str], tokenizer_dir: str, core_options: dict[str, Any], unit_bytes: int) -> str:
-    """Names the work directory: a re-run with the same inputs (path, size, mtime), tokenizer files,
-    options and unit size finds the units it finished; anything else starts afresh."""
+def _plan_id(absolute: list[str], tokenizer_dir: str, core_options: dict[str, Any]) -> str:
+    """Names the work directory: a re-run with the same inputs (path, size, mtime), tokenizer files
+    and options finds the units it finished (and their layout); anything else starts afresh."""
     def stamp(path: str) -> list[Any]:
         st = os.stat(path)
         return [path, st.st_size, st.st_mtime_ns]
@@ -165,7 +166,7 @@ def _plan_id(absolute: list[str], tokenizer_dir: str, core_options: dict[str, An
         os.path.join(tokenizer_dir, name) for name in os.listdir(tokenizer_dir) if os.path.isfile(os.path.join(tokenizer_dir, name))
     )
     options = {k: v for k, v in core_options.items() if k not in ("threads", "chunk_size")}
-    plan = [_core.__version__, [stamp(p) for p in absolute], [stamp(p) for p in tokenizer_files], options, unit_bytes]
+    plan = [_core.__version__, [stamp(p) for p in absolute], [stamp(p) for p in tokenizer_files], options]
     return hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -175,23 +176,44 @@ def _input_bytes(path: str) -> int:
     return os.path.getsize(path)
 
 
-def _plan_units(absolute: list[str], unit_bytes: int, work: Path) -> list[Unit]:
-    units = []
-    for file_index, path in enumerate(absolute):
-        shares = max(1, math.ceil(_input_bytes(path) / unit_bytes))
-        for share in range(shares):
-            directory = work / f"unit-{file_index:05d}-{share:05d}-of-{shares:05d}"
-            units.append(Unit(file_index, share, shares, directory))
-    return units
+def plan_units(absolute: list[str], work: Path, unit_bytes: int, slots: int) -> list[Unit]:
+    """The work units, as an earlier run of the same plan laid them out (`units.json`), or anew:
+    about one unit per slot (cluster CPUs / CPUs per unit), none smaller than `MIN_UNIT_BYTES`
+    (each unit pays a fixed start, ~0.3 s measured) nor larger than `unit_bytes`. Consecutive
+    small files share a unit; a file larger than a unit is read as round-robin shares."""
+    layout_path = work / "units.json"
+    if layout_path.is_file():
+        layout = json.loads(layout_path.read_text(encoding="utf-8"))
+    else:
+        sizes = [_input_bytes(path) for path in absolute]
+        size = min(unit_bytes, max(min(MIN_UNIT_BYTES, unit_bytes), math.ceil(sum(sizes) / slots)))
+        layout, group, group_bytes = [], [], 0
+        for index, file_bytes in enumerate(sizes):
+            if group and (group_bytes + file_bytes > size or file_bytes > size):
+                layout.append({"files": group, "share": 0, "shares": 1})
+                group, group_bytes = [], 0
+            if file_bytes > size:
+                shares = math.ceil(file_bytes / size)
+                layout.extend({"files": [index], "share": k, "shares": shares} for k in range(shares))
+            else:
+                group.append(index)
+                group_bytes += file_bytes
+        if group:
+            layout.append({"files": group, "share": 0, "shares": 1})
+        work.mkdir(parents=True, exist_ok=True)
+        tmp = work / f"units.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(layout), encoding="utf-8")
+        os.replace(tmp, layout_path)
+    return [
+        Unit(u["files"], u["share"], u["shares"], work / f"unit-{u['files'][0]:05d}-{u['files'][-1]:05d}-{u['share']:05d}-of-{u['shares']:05d}")
+        for u in layout
+    ]
 
 
 def _run_units(ray, units: list[Unit], absolute: list[str], tokenizer_dir: str, core_options: dict[str, Any],
                cpus_per_unit: int, max_retries: int) -> tuple[int, int]:
     """Runs every unfinished unit as a Ray task; returns how many finished units were reused and
     on how many nodes the others ran."""
-    for unit in units:
-        unit.directory.parent.mkdir(parents=True, exist_ok=True)
-        break
     task = ray.remote(encode_unit).options(num_cpus=cpus_per_unit, max_retries=max_retries, retry_exceptions=False)
     pending, reused, nodes = [], 0, set()
     for unit in units:
@@ -200,7 +222,7 @@ def _run_units(ray, units: list[Unit], absolute: list[str], tokenizer_dir: str, 
             unit.rejected_only = done or None
             reused += 1
             continue
-        pending.append((unit, task.remote(absolute[unit.file_index], tokenizer_dir, os.fspath(unit.directory),
+        pending.append((unit, task.remote([absolute[i] for i in unit.files], tokenizer_dir, os.fspath(unit.directory),
                                           unit.shares, unit.share, core_options)))
     try:
         for unit, ref in pending:
@@ -214,7 +236,7 @@ def _run_units(ray, units: list[Unit], absolute: list[str], tokenizer_dir: str, 
                 raise (cause if isinstance(cause, Exception) else error) from None
             except ray.exceptions.RayError as error:
                 raise FastSFTError(
-                    f"{unit.directory.name} of {absolute[unit.file_index]} failed on the Ray cluster "
+                    f"work unit {unit.directory.name} ({absolute[unit.files[0]]}{' ...' if len(unit.files) > 1 else ''}) failed on the Ray cluster "
                     f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); nothing was written at the "
                     "output; run the same command again: the units that finished are kept and reused"
                 ) from None
@@ -235,8 +257,8 @@ def _finished(unit: Unit) -> dict[str, Any] | None:
     return None
 
 
-def encode_unit(path: str, tokenizer: str, directory: str, shares: int, share: int, core_options: dict[str, Any]) -> dict[str, Any]:
-    """One unit, on a Ray worker: the Rust pipeline on one input (or one share of it).
+def encode_unit(paths: list[str], tokenizer: str, directory: str, shares: int, share: int, core_options: dict[str, Any]) -> dict[str, Any]:
+    """One unit, on a Ray worker: the Rust pipeline on its inputs (or on one share of one input).
 
     Returns the node it ran on, and `rejected_only`: None when it wrote a dataset. When every record of the unit was rejected the pipeline
     refuses to write one and keeps the rejects beside it (`DIR.rejects.jsonl`); those records
@@ -248,29 +270,22 @@ def encode_unit(path: str, tokenizer: str, directory: str, shares: int, share: i
     kept = Path(directory + ".rejects.jsonl")
     kept.unlink(missing_ok=True)
     try:
-        _core.prep([path], tokenizer, directory, overwrite=True, num_shards=shares, shard_index=share, **core_options)
+        _core.prep(paths, tokenizer, directory, overwrite=True, num_shards=shares, shard_index=share, **core_options)
         return {"node": node, "rejected_only": None}
     except Exception:
         if not kept.is_file():
             raise
-    return {"node": node, "rejected_only": _keep_rejected_only(path, Path(directory), kept)}
+    return {"node": node, "rejected_only": _keep_rejected_only(paths, Path(directory), kept)}
 
 
-def _keep_rejected_only(path: str, directory: Path, kept: Path) -> dict[str, Any]:
+def _keep_rejected_only(paths: list[str], directory: Path, kept: Path) -> dict[str, Any]:
     reasons: dict[str, int] = {}
     for line in kept.read_text(encoding="utf-8").splitlines():
         reason = json.loads(line)["reason"]
         reasons[reason] = reasons.get(reason, 0) + 1
     read = sum(reasons.values())
-    sha = hashlib.sha256()
-    size = 0
-    if os.path.isfile(path):
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                sha.update(chunk)
-                size += len(chunk)
     counts = {"read": read, "rejected": read, "rejected_by_reason": dict(sorted(reasons.items())),
-              "input": {"path": path, "size": size, "sha256": sha.hexdigest()}}
+              "inputs": [_file_info(path) for path in paths]}
     tmp = directory.with_name(directory.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -279,6 +294,16 @@ def _keep_rejected_only(path: str, directory: Path, kept: Path) -> dict[str, Any
     shutil.rmtree(directory, ignore_errors=True)
     os.rename(tmp, directory)
     return counts
+
+
+def _file_info(path: str) -> dict[str, Any]:
+    """What the manifest lists of an input (rust/source.rs `InputInfo`): path, size, sha256."""
+    sha, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+            size += len(chunk)
+    return {"path": path, "size": size, "sha256": sha.hexdigest()}
 
 
 def _check_output(target: Path, overwrite: bool) -> None:
