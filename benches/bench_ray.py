@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=256, help="records per encode_batch call")
+    parser.add_argument("--small-units", type=int, default=16 << 20, help="unit_bytes of a third run with many units")
     args = parser.parse_args()
     import ray
 
@@ -76,12 +77,15 @@ def main() -> None:
     try:
         files = make_corpus(work, args.copies, args.files)
         size = sum(os.path.getsize(f) for f in files)
-        options = dict(max_len=4096, threads=1, overwrite=True)
+        options = {"max_len": 4096, "threads": 1, "overwrite": True}
         ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-        best = {"prep": float("inf"), "ray": float("inf")}
+        best = {"prep": float("inf"), "ray": float("inf"), "ray-small-units": float("inf")}
+        units = {}
         for _ in range(args.repeats):
             best["prep"] = min(best["prep"], timed(lambda: fastsft.prep(files, QWEN, work / "local", **options)))
-            best["ray"] = min(best["ray"], timed(lambda: fastsft.prep(files, QWEN, work / "ray", engine="ray", **options)))
+            best["ray"] = min(best["ray"], timed(lambda: units.update(ray=fastsft.prep(files, QWEN, work / "ray", engine="ray", **options)["units"])))
+            best["ray-small-units"] = min(best["ray-small-units"], timed(lambda: units.update(small=fastsft.prep(
+                files, QWEN, work / "ray-small", engine="ray", unit_bytes=args.small_units, **options)["units"])))
         manifest = json.loads((work / "local" / "manifest.json").read_text())
         same = all((work / "local" / n).read_bytes() == (work / "ray" / n).read_bytes()
                    for n in ("input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy", "rejects.jsonl", "manifest.json"))
@@ -89,17 +93,17 @@ def main() -> None:
         ray.shutdown()
         tokens, read = manifest["num_tokens"], manifest["counts"]["read"]
         print(f"corpus: {read:,} records in {len(files)} files, {size / 1e6:.1f} MB, {tokens:,} tokens; load {os.getloadavg()}")
-        for name in ("prep", "ray"):
-            print(f"  {name:5s} 1 CPU: {best[name]:7.2f} s  {tokens / best[name] / 1e6:.2f}M tokens/s")
-        print(f"  ray / prep per core: {best['prep'] / best['ray']:.3f}x; identical files: {same}; "
-              f"last ray run: encode {report['encode_seconds']:.2f} s, assemble {report['assemble_seconds']:.2f} s")
+        for name, seconds in best.items():
+            print(f"  {name:15s} 1 CPU: {seconds:7.2f} s  {tokens / seconds / 1e6:.2f}M tokens/s  "
+                  f"{best['prep'] / seconds:.3f}x prep" + (f"  ({units[name.replace('ray-small-units', 'small')]} units)" if name != "prep" else ""))
+        print(f"  identical files: {same}; last ray run: encode {report['encode_seconds']:.2f} s, assemble {report['assemble_seconds']:.2f} s")
 
         lines = [line for f in files[:1] for line in Path(f).read_text(encoding="utf-8").splitlines()]
         batches = [lines[i : i + args.batch] for i in range(0, len(lines), args.batch)]
         fastsft.encode_batch(batches[0][:2], QWEN, max_len=4096)  # load the encoder before timing
         batch_tokens = sum(int(fastsft.encode_batch(b, QWEN, max_len=4096, output="arrays")["offsets"][-1]) for b in batches)
         for output in ("lists", "arrays", "arrow"):
-            seconds = min(timed(lambda: [fastsft.encode_batch(b, QWEN, max_len=4096, output=output) for b in batches])
+            seconds = min(timed(lambda output=output: [fastsft.encode_batch(b, QWEN, max_len=4096, output=output) for b in batches])
                           for _ in range(args.repeats))
             print(f"  encode_batch output={output:6s}: {len(lines):,} records, {seconds:6.2f} s  {batch_tokens / seconds / 1e6:.2f}M tokens/s")
     finally:

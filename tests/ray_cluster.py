@@ -49,7 +49,7 @@ class TwoNodeCluster:
                    "--object-store-memory", str(96 << 20), "--resources", '{"second": 1}', *common])
 
     def _run(self, command: list[str]) -> None:
-        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
             self.stop()
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")

@@ -79,7 +79,7 @@ def test_ray_dataset_equals_local_prep(cluster, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # relative paths, as users type them
     inputs = ["mixed.jsonl", str(CORPORA / "llamafactory_glaive_toolcall_en_demo.jsonl.gz"), str(CORPORA / "medicalgpt_sharegpt_zh_1k.jsonl.gz"),
               "all_bad.jsonl"]
-    options = dict(max_len=1024, threads=1)
+    options = {"max_len": 1024, "threads": 1}
     local = fastsft.prep(inputs, QWEN, "local", **options)
     # 600 kB units: the first two files make one unit, the 1.4 MB corpus 3 round-robin shares,
     # and the file of bad records one (where the pipeline writes nothing: all are rejected).

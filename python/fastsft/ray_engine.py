@@ -1,7 +1,8 @@
 """`fastsft prep --engine ray`: prepares the inputs on a Ray cluster into one dataset.
 
-The work is split into units: one per input file, or for a file larger than `unit_bytes` one per
-round-robin share of its records (`--num-shards K --shard-index k` of that file alone). Each unit
+The work is split into units (`plan_units`): runs of consecutive input files, about one unit per
+CPU of the cluster, and for a file larger than a unit one unit per round-robin share of its
+records (`--num-shards K --shard-index k` of that file alone). Each unit
 is a Ray task that runs the Rust pipeline itself (`_core.prep`) into its own atomic directory
 under a work directory beside the output (`.OUT.fastsft-ray-PLAN/`). The driver then assembles
 the units into one dataset (`ray_assemble.py`) in a temporary directory and renames it into place.
@@ -22,6 +23,7 @@ name says what it is) and temporaries, never something at `OUT`.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import math
@@ -33,7 +35,14 @@ from typing import Any
 
 from fastsft import _core
 from fastsft.config import PrepOptions, field_mapping, template_args_for_core
-from fastsft.errors import FastSFTError, InputNotFoundError, MissingExtraError, OutputExistsError, TooManyRejectsError, UsageError
+from fastsft.errors import (
+    FastSFTError,
+    InputNotFoundError,
+    MissingExtraError,
+    OutputExistsError,
+    TooManyRejectsError,
+    UsageError,
+)
 from fastsft.prep import expand_inputs, resolve_tokenizer
 from fastsft.ray_assemble import Unit, assemble, assemble_rejects
 
@@ -126,9 +135,12 @@ def prep_on_ray(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shutil.rmtree(work, ignore_errors=True)
+    # This run's work directory, and those of earlier runs for this output with other inputs or
+    # options (they can no longer be resumed into it).
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.fastsft-ray-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     summary = {key: value for key, value in counts.items()}
-    summary.update(output=os.fspath(output), seconds=time.monotonic() - started, threads=cpus_per_unit,
+    summary.update(output=os.fspath(output), seconds=time.monotonic() - started, threads=min(slots, len(units)) * cpus_per_unit,
                    skipped=False, engine="ray", units=len(units), units_reused=reused, nodes=nodes)
     return summary
 
