@@ -99,7 +99,7 @@ def prep_on_ray(
     try:
         slots = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_unit)
         units = plan_units(absolute, work, unit_bytes, slots)
-        reused, nodes = _run_units(ray, units, absolute, tokenizer_dir, core_options, cpus_per_unit, max_retries)
+        reused, nodes, unit_seconds = _run_units(ray, units, absolute, tokenizer_dir, core_options, cpus_per_unit, max_retries)
     finally:
         if started_ray:
             ray.shutdown()
@@ -126,6 +126,7 @@ def prep_on_ray(
             "units_reused": reused,
             "nodes": nodes,
             "encode_seconds": encoded - started,
+            "unit_pipeline_seconds": unit_seconds,
             "assemble_seconds": time.monotonic() - encoded,
             "records_per_second": counts["read"] / max(seconds, 1e-9),
             "tokens_per_second": counts["tokens"] / max(seconds, 1e-9),
@@ -223,11 +224,11 @@ def plan_units(absolute: list[str], work: Path, unit_bytes: int, slots: int) -> 
 
 
 def _run_units(ray, units: list[Unit], absolute: list[str], tokenizer_dir: str, core_options: dict[str, Any],
-               cpus_per_unit: int, max_retries: int) -> tuple[int, int]:
-    """Runs every unfinished unit as a Ray task; returns how many finished units were reused and
-    on how many nodes the others ran."""
+               cpus_per_unit: int, max_retries: int) -> tuple[int, int, float]:
+    """Runs every unfinished unit as a Ray task; returns how many finished units were reused, on
+    how many nodes the others ran, and the seconds their pipelines took (summed)."""
     task = ray.remote(encode_unit).options(num_cpus=cpus_per_unit, max_retries=max_retries, retry_exceptions=False)
-    pending, reused, nodes = [], 0, set()
+    pending, reused, nodes, unit_seconds = [], 0, set(), 0.0
     for unit in units:
         done = _finished(unit)
         if done is not None:
@@ -242,6 +243,7 @@ def _run_units(ray, units: list[Unit], absolute: list[str], tokenizer_dir: str, 
                 result = ray.get(ref)
                 unit.rejected_only = result["rejected_only"]
                 nodes.add(result["node"])
+                unit_seconds += result["seconds"]
             except ray.exceptions.RayTaskError as error:
                 # The unit's own error (a strict reject, an unreadable input): as a local run raises it.
                 cause = getattr(error, "cause", None)
@@ -256,7 +258,7 @@ def _run_units(ray, units: list[Unit], absolute: list[str], tokenizer_dir: str, 
         for _, ref in pending:
             ray.cancel(ref, force=True)
         raise
-    return reused, len(nodes)
+    return reused, len(nodes), unit_seconds
 
 
 def _finished(unit: Unit) -> dict[str, Any] | None:
@@ -282,12 +284,12 @@ def encode_unit(paths: list[str], tokenizer: str, directory: str, shares: int, s
     kept = Path(directory + ".rejects.jsonl")
     kept.unlink(missing_ok=True)
     try:
-        _core.prep(paths, tokenizer, directory, overwrite=True, num_shards=shares, shard_index=share, **core_options)
-        return {"node": node, "rejected_only": None}
+        summary = _core.prep(paths, tokenizer, directory, overwrite=True, num_shards=shares, shard_index=share, **core_options)
+        return {"node": node, "rejected_only": None, "seconds": summary["seconds"]}
     except Exception:
         if not kept.is_file():
             raise
-    return {"node": node, "rejected_only": _keep_rejected_only(paths, Path(directory), kept)}
+    return {"node": node, "rejected_only": _keep_rejected_only(paths, Path(directory), kept), "seconds": 0.0}
 
 
 def _keep_rejected_only(paths: list[str], directory: Path, kept: Path) -> dict[str, Any]:
