@@ -5,9 +5,10 @@ The corpus: the shipped chat corpora (assets/corpora) copied `--copies` times, e
 distinct (a copy number written into the first message's text), as `--files` plain JSONL files.
 Both preps run with one encoding thread; the Ray run on a local Ray of one CPU (`ray.init(num_cpus=1)`,
 started before the clock: start-up excluded, as for `prep`, whose process start is not timed
-either). Each configuration runs `--repeats` times in alternation; the best time counts.
+either). Each configuration runs `--repeats` times in alternation; best and median times are
+printed (the machine may be shared: the median says more there).
 
-    PYTHONPATH=python python benches/bench_ray.py --copies 4 --files 4 --repeats 3
+    PYTHONPATH=python python benches/bench_ray.py --copies 6 --files 6 --repeats 7
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import gzip
 import json
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -83,15 +85,17 @@ def main() -> None:
         # Per-core speed is compared at equal priority.
         os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-        best = {"prep": float("inf"), "ray": float("inf"), "ray-small-units": float("inf")}
-        units, report = {}, {}
+        times: dict[str, list[float]] = {"prep": [], "ray": [], "ray-small-units": []}
+        units, reports = {}, []
         for _ in range(args.repeats):
-            best["prep"] = min(best["prep"], timed(lambda: fastsft.prep(files, QWEN, work / "local", **options)))
-            seconds = timed(lambda: units.update(ray=fastsft.prep(files, QWEN, work / "ray", engine="ray", **options)["units"]))
-            if seconds < best["ray"]:
-                best["ray"], report = seconds, json.loads((work / "ray" / "report.json").read_text())
-            best["ray-small-units"] = min(best["ray-small-units"], timed(lambda: units.update(small=fastsft.prep(
+            times["prep"].append(timed(lambda: fastsft.prep(files, QWEN, work / "local", **options)))
+            times["ray"].append(timed(lambda: units.update(ray=fastsft.prep(files, QWEN, work / "ray", engine="ray", **options)["units"])))
+            reports.append(json.loads((work / "ray" / "report.json").read_text()))
+            times["ray-small-units"].append(timed(lambda: units.update(small=fastsft.prep(
                 files, QWEN, work / "ray-small", engine="ray", unit_bytes=args.small_units, **options)["units"])))
+        best = {name: min(t) for name, t in times.items()}
+        median = {name: statistics.median(t) for name, t in times.items()}
+        report = {key: statistics.median(r[key] for r in reports) for key in ("unit_pipeline_seconds", "encode_seconds", "assemble_seconds")}
         manifest = json.loads((work / "local" / "manifest.json").read_text())
         same = all((work / "local" / n).read_bytes() == (work / "ray" / n).read_bytes()
                    for n in ("input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy", "rejects.jsonl", "manifest.json"))
@@ -99,9 +103,10 @@ def main() -> None:
         tokens, read = manifest["num_tokens"], manifest["counts"]["read"]
         print(f"corpus: {read:,} records in {len(files)} files, {size / 1e6:.1f} MB, {tokens:,} tokens; load {os.getloadavg()}")
         for name, seconds in best.items():
-            print(f"  {name:15s} 1 CPU: {seconds:7.2f} s  {tokens / seconds / 1e6:.2f}M tokens/s  "
-                  f"{best['prep'] / seconds:.3f}x prep" + (f"  ({units[name.replace('ray-small-units', 'small')]} units)" if name != "prep" else ""))
-        print(f"  identical files: {same}; best ray run: the unit pipelines {report['unit_pipeline_seconds']:.2f} s, "
+            print(f"  {name:15s} 1 CPU: best {seconds:6.2f} s  {tokens / seconds / 1e6:.2f}M tokens/s  {best['prep'] / seconds:.3f}x prep;  "
+                  f"median {median[name]:6.2f} s  {tokens / median[name] / 1e6:.2f}M tokens/s  {median['prep'] / median[name]:.3f}x prep"
+                  + (f"  ({units[name.replace('ray-small-units', 'small')]} units)" if name != "prep" else ""))
+        print(f"  identical files: {same}; Ray runs (medians): the unit pipelines {report['unit_pipeline_seconds']:.2f} s, "
               f"Ray (scheduling, worker start) {report['encode_seconds'] - report['unit_pipeline_seconds']:.2f} s, "
               f"assembling {report['assemble_seconds']:.2f} s")
 

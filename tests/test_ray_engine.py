@@ -15,6 +15,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -147,3 +149,17 @@ def test_options_ray_cannot_take(tmp_path):
         fastsft.prep([str(CORPORA / "llamafactory_identity.jsonl.gz")], QWEN, tmp_path / "o", engine="ray", num_shards=2, shard_index=0)
     with pytest.raises(UsageError, match="--engine spark: expected local or ray"):
         fastsft.prep([str(CORPORA / "llamafactory_identity.jsonl.gz")], QWEN, tmp_path / "o", engine="spark")
+
+
+def test_cli_engine_ray_then_check(cluster, tmp_path):
+    """`fastsft prep --engine ray` from the command line, then `fastsft check` on its output."""
+    env = {**os.environ, "RAY_ADDRESS": cluster.address, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.pathsep.join(sys.path)}
+    corpus = str(CORPORA / "llamafactory_identity.jsonl.gz")
+    prep = subprocess.run([sys.executable, "-m", "fastsft.cli", "prep", corpus, "--tokenizer", QWEN, "-o", str(tmp_path / "out"),
+                           "--engine", "ray", "--no-progress"], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert prep.returncode == 0, prep.stderr
+    assert f"fastsft prep: wrote {tmp_path / 'out'}" in prep.stdout
+    assert re.search(r"records read\s+91\n", prep.stdout), prep.stdout
+    check = subprocess.run([sys.executable, "-m", "fastsft.cli", "check", str(tmp_path / "out")], env=env, capture_output=True,
+                           text=True, timeout=120, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr

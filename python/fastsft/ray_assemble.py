@@ -77,6 +77,24 @@ class NpyOut:
         self.sha256.update(data)
         self.file.write(data)
 
+    def copy_whole(self, source: np.memmap) -> None:
+        """Appends all of another `.npy` file's data (same dtype), copied by the kernel
+        (`copy_file_range`: no pass through Python, and a server-side copy or reflink where the
+        filesystem offers one); it is hashed from the page cache the pipeline just filled."""
+        if source.dtype != np.dtype(self.descr):
+            raise DatasetFormatError(f"{source.filename}: dtype {source.dtype}, expected {self.descr}")
+        self.sha256.update(memoryview(source).cast("B"))
+        self.items += source.size
+        self.file.flush()
+        with open(source.filename, "rb") as src:
+            offset, left = source.offset, source.nbytes
+            while left:
+                copied = os.copy_file_range(src.fileno(), self.file.fileno(), left, offset)
+                if copied == 0:
+                    raise DatasetFormatError(f"{source.filename}: shorter than its header says")
+                offset += copied
+                left -= copied
+
     def finish(self) -> str:
         shape = f"({self.items},)" if self.row_len is None else f"({self.items // self.row_len}, {self.row_len})"
         header = f"{{'descr': '{self.descr}', 'fortran_order': False, 'shape': {shape}, }}".encode()
@@ -161,13 +179,23 @@ def _copy_samples(piece: list[Unit], outs: dict[str, NpyOut], tokens_so_far: int
     if not parts:
         return tokens_so_far
     arrays = [{name: _load(u.directory, name) for name in ARRAYS} for u in parts]
+    if len(parts) == 1:  # whole files: the unit's arrays as they are, renumbered
+        a = arrays[0]
+        outs["input_ids.npy"].copy_whole(a["input_ids.npy"])
+        outs["loss_mask.npy"].copy_whole(a["loss_mask.npy"])
+        outs["offsets.npy"].write(tokens_so_far + np.asarray(a["offsets.npy"][1:]))
+        origin = np.array(a["origin.npy"], dtype=np.int64)
+        origin[:, 0] += first_file  # a unit numbers its own inputs from 0
+        outs["origin.npy"].write(origin)
+        outs["turns.npy"].write(a["turns.npy"])
+        return tokens_so_far + int(a["offsets.npy"][-1])
     # A sample's place: a unit of whole files is in order already; the shares of one file are
     # merged by line (a share holds every k-th record, so lines interleave), and the stable sort
     # keeps a record's per-turn samples in their order.
     lines = np.concatenate([a["origin.npy"][:, 1] for a in arrays])
     part_of = np.concatenate([np.full(len(a["turns.npy"]), i, dtype=np.int64) for i, a in enumerate(arrays)])
     index_in = np.concatenate([np.arange(len(a["turns.npy"]), dtype=np.int64) for a in arrays])
-    order = np.arange(len(lines)) if len(parts) == 1 else np.argsort(lines, kind="stable")
+    order = np.argsort(lines, kind="stable")
     for start in range(0, len(order), COPY_SAMPLES):
         chosen = order[start : start + COPY_SAMPLES]
         ids, mask, lengths, origin_rows, turns = [], [], [], [], []
