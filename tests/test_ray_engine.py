@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import fastsft
-from fastsft.errors import FastSFTError, UsageError
+from fastsft.errors import FastSFTError, TooManyRejectsError, UsageError
 from ray_cluster import TwoNodeCluster, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,3 +163,22 @@ def test_cli_engine_ray_then_check(cluster, tmp_path):
     check = subprocess.run([sys.executable, "-m", "fastsft.cli", "check", str(tmp_path / "out")], env=env, capture_output=True,
                            text=True, timeout=120, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_reject_bar_and_strict_apply_to_the_whole_run(cluster, tmp_path):
+    """--max-reject-fraction is checked over all units together (the rejects kept beside the
+    output, as a local run keeps them); --strict stops at a reject and names its file and line."""
+    good = gzip.decompress((CORPORA / "llamafactory_identity.jsonl.gz").read_bytes()).decode().splitlines()
+    (tmp_path / "a.jsonl").write_text("\n".join(good[:30]) + "\n", encoding="utf-8")
+    (tmp_path / "b.jsonl").write_text("\n".join(good[30:40] + BAD_LINES) + "\n", encoding="utf-8")
+    inputs = [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+    with pytest.raises(TooManyRejectsError, match=r"3 of 43 records rejected \(7\.0% > --max-reject-fraction 0\.05\)"):
+        fastsft.prep(inputs, QWEN, tmp_path / "out", engine="ray", unit_bytes=one_file_per_unit(inputs), max_reject_fraction=0.05)
+    assert not (tmp_path / "out").exists()
+    local = fastsft.prep(inputs, QWEN, tmp_path / "local")
+    assert local["rejected"] == 3
+    assert (tmp_path / "out.rejects.jsonl").read_bytes() == (tmp_path / "local" / "rejects.jsonl").read_bytes()
+    with pytest.raises(Exception, match=r"b\.jsonl:11") as error:
+        fastsft.prep(inputs, QWEN, tmp_path / "strict", engine="ray", strict=True)
+    assert "Ray" not in type(error.value).__name__
+    assert not (tmp_path / "strict").exists()
