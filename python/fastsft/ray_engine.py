@@ -22,6 +22,7 @@ name says what it is) and temporaries, never something at `OUT`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -29,6 +30,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -99,7 +101,8 @@ def prep_on_ray(
     try:
         slots = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_unit)
         units = plan_units(absolute, work, unit_bytes, slots)
-        reused, nodes, unit_seconds = _run_units(ray, units, absolute, tokenizer_dir, core_options, cpus_per_unit, max_retries)
+        reused, nodes, unit_seconds = _run_units(ray, units, absolute, tokenizer_dir, core_options, cpus_per_unit, max_retries,
+                                                 opts.progress)
     finally:
         if started_ray:
             ray.shutdown()
@@ -224,7 +227,7 @@ def plan_units(absolute: list[str], work: Path, unit_bytes: int, slots: int) -> 
 
 
 def _run_units(ray, units: list[Unit], absolute: list[str], tokenizer_dir: str, core_options: dict[str, Any],
-               cpus_per_unit: int, max_retries: int) -> tuple[int, int, float]:
+               cpus_per_unit: int, max_retries: int, progress: bool) -> tuple[int, int, float]:
     """Runs every unfinished unit as a Ray task; returns how many finished units were reused, on
     how many nodes the others ran, and the seconds their pipelines took (summed)."""
     task = ray.remote(encode_unit).options(num_cpus=cpus_per_unit, max_retries=max_retries, retry_exceptions=False)
@@ -238,12 +241,14 @@ def _run_units(ray, units: list[Unit], absolute: list[str], tokenizer_dir: str, 
         pending.append((unit, task.remote([absolute[i] for i in unit.files], tokenizer_dir, os.fspath(unit.directory),
                                           unit.shares, unit.share, core_options)))
     try:
-        for unit, ref in pending:
+        for position, (unit, ref) in enumerate(pending, 1):
             try:
                 result = ray.get(ref)
                 unit.rejected_only = result["rejected_only"]
                 nodes.add(result["node"])
                 unit_seconds += result["seconds"]
+                if progress:
+                    print(f"fastsft prep: {reused + position} of {len(units)} work units done", file=sys.stderr, flush=True)
             except ray.exceptions.RayTaskError as error:
                 # The unit's own error (a strict reject, an unreadable input): as a local run raises it.
                 cause = getattr(error, "cause", None)
@@ -256,7 +261,9 @@ def _run_units(ray, units: list[Unit], absolute: list[str], tokenizer_dir: str, 
                 ) from None
     except BaseException:
         for _, ref in pending:
-            ray.cancel(ref, force=True)
+            # A task already finished or gone has nothing to stop; the first error is the one to report.
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
         raise
     return reused, len(nodes), unit_seconds
 
