@@ -101,7 +101,7 @@ def prep_on_ray(
     try:
         slots = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_unit)
         units = plan_units(absolute, work, unit_bytes, slots)
-        reused, nodes, unit_seconds = _run_units(ray, units, absolute, tokenizer_dir, core_options, cpus_per_unit, max_retries,
+        reused, nodes, unit_seconds = _run_units(ray, units, absolute, files, tokenizer_dir, core_options, cpus_per_unit, max_retries,
                                                  opts.progress)
     finally:
         if started_ray:
@@ -226,7 +226,22 @@ def plan_units(absolute: list[str], work: Path, unit_bytes: int, slots: int) -> 
     ]
 
 
-def _run_units(ray, units: list[Unit], absolute: list[str], tokenizer_dir: str, core_options: dict[str, Any],
+def _as_given(error: Exception, absolute: list[str], files: list[str]) -> Exception:
+    """A unit's error naming the inputs as the user did (the units had their absolute paths)."""
+    message = str(error)
+    for full, given in zip(absolute, files):
+        message = message.replace(full, given)
+    if message == str(error) or len(error.args) != 1:
+        return error
+    try:
+        renamed = type(error)(message)
+    except Exception:  # noqa: BLE001 - a class that takes other arguments keeps its own message
+        return error
+    renamed.__dict__.update(error.__dict__)
+    return renamed
+
+
+def _run_units(ray, units: list[Unit], absolute: list[str], files: list[str], tokenizer_dir: str, core_options: dict[str, Any],
                cpus_per_unit: int, max_retries: int, progress: bool) -> tuple[int, int, float]:
     """Runs every unfinished unit as a Ray task; returns how many finished units were reused, on
     how many nodes the others ran, and the seconds their pipelines took (summed)."""
@@ -252,7 +267,7 @@ def _run_units(ray, units: list[Unit], absolute: list[str], tokenizer_dir: str, 
             except ray.exceptions.RayTaskError as error:
                 # The unit's own error (a strict reject, an unreadable input): as a local run raises it.
                 cause = getattr(error, "cause", None)
-                raise (cause if isinstance(cause, Exception) else error) from None
+                raise (_as_given(cause, absolute, files) if isinstance(cause, Exception) else error) from None
             except ray.exceptions.RayError as error:
                 raise FastSFTError(
                     f"work unit {unit.directory.name} ({absolute[unit.files[0]]}{' ...' if len(unit.files) > 1 else ''}) failed on the Ray cluster "
