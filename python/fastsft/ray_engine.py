@@ -86,6 +86,8 @@ def prep_on_ray(
         raise UsageError(f"unit_bytes={unit_bytes}: must be 1 or more")
     cpus_per_unit = opts.threads or 1
     files = expand_inputs(inputs)
+    if not files:
+        raise UsageError("no input files given")
     for path in files:
         if not os.path.exists(path):
             raise InputNotFoundError(f"{path}: no such file")
