@@ -77,21 +77,22 @@ class NpyOut:
         self.sha256.update(data)
         self.file.write(data)
 
-    def copy_whole(self, source: np.memmap) -> None:
+    def copy_whole(self, source: np.ndarray) -> None:
         """Appends all of another `.npy` file's data (same dtype), copied by the kernel
         (`copy_file_range`: no pass through Python, and a server-side copy or reflink where the
         filesystem offers one); it is hashed from the page cache the pipeline just filled."""
-        if source.dtype != np.dtype(self.descr):
-            raise DatasetFormatError(f"{source.filename}: dtype {source.dtype}, expected {self.descr}")
-        self.sha256.update(memoryview(source).cast("B"))
+        path = getattr(source, "filename", None)
+        if path is None or source.dtype != np.dtype(self.descr):
+            raise DatasetFormatError(f"{path}: a {source.dtype} array, expected a memory-mapped {self.descr} one")
+        self.sha256.update(source.data.cast("B"))
         self.items += source.size
         self.file.flush()
-        with open(source.filename, "rb") as src:
-            offset, left = source.offset, source.nbytes
+        with open(path, "rb") as src:
+            offset, left = int(getattr(source, "offset", HEADER_LEN)), source.nbytes
             while left:
                 copied = os.copy_file_range(src.fileno(), self.file.fileno(), left, offset)
                 if copied == 0:
-                    raise DatasetFormatError(f"{source.filename}: shorter than its header says")
+                    raise DatasetFormatError(f"{path}: shorter than its header says")
                 offset += copied
                 left -= copied
 

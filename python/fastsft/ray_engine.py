@@ -202,12 +202,14 @@ def plan_units(absolute: list[str], work: Path, unit_bytes: int, slots: int) -> 
     (each unit pays a fixed start, ~0.3 s measured) nor larger than `unit_bytes`. Consecutive
     small files share a unit; a file larger than a unit is read as round-robin shares."""
     layout_path = work / "units.json"
+    layout: list[dict[str, Any]] = []
     if layout_path.is_file():
         layout = json.loads(layout_path.read_text(encoding="utf-8"))
     else:
         sizes = [_input_bytes(path) for path in absolute]
         size = min(unit_bytes, max(min(MIN_UNIT_BYTES, unit_bytes), math.ceil(sum(sizes) / slots)))
-        layout, group, group_bytes = [], [], 0
+        group: list[int] = []
+        group_bytes = 0
         for index, file_bytes in enumerate(sizes):
             if group and (group_bytes + file_bytes > size or file_bytes > size):
                 layout.append({"files": group, "share": 0, "shares": 1})
