@@ -14,6 +14,9 @@ use crate::pipeline::run;
 use crate::py_errors::usage_error;
 use crate::schema::parse_record;
 
+#[path = "py_batch.rs"]
+mod py_batch;
+
 /// `bytes` as a writable numpy array of `dtype` (one copy; numpy is fastsft's one dependency).
 fn to_numpy<'py>(py: Python<'py>, bytes: &[u8], dtype: &str) -> PyResult<Bound<'py, PyAny>> {
     let buffer = PyByteArray::new(py, bytes);
@@ -317,6 +320,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encoder_option_defaults, m)?)?;
     m.add_function(wrap_pyfunction!(crate::py_errors::error_classes, m)?)?;
     m.add_function(wrap_pyfunction!(crate::py_errors::raise_error_for_tests, m)?)?;
+    m.add_function(wrap_pyfunction!(py_batch::encode_batch_arrays, m)?)?;
     m.add_class::<RecordEncoder>()?;
     m.add_class::<TokenDecoder>()?;
     Ok(())

@@ -116,3 +116,17 @@ def test_from_items_raw_lines_with_bad_records_equals_prep(local_ray, tmp_path):
     reasons = [r[1] for r in got if r[0] == "reject"]
     assert {"invalid_json", "not_an_object", "unknown_layout", "unknown_role", "non_text_content", "no_assistant_message", "ends_without_assistant"} <= set(reasons)
 
+
+
+def encode_arrow(batch) -> "pa.Table":
+    """The batch function with the array output: one Arrow table over flat buffers, no per-token objects."""
+    return fastsft.encode_batch(batch, QWEN, max_len=MAX_LEN, output="arrow")
+
+
+def test_read_json_then_arrow_output_equals_prep(local_ray, tmp_path):
+    """`output="arrow"` under Ray Data: the same samples and rejects as prep, record by record."""
+    path = tmp_path / "glaive.jsonl"
+    path.write_bytes(gzip.decompress((CORPORA / "llamafactory_glaive_toolcall_en_demo.jsonl.gz").read_bytes()))
+    expected = prep_records(path, tmp_path / "out")
+    got = ray_records(ray.data.read_json(str(path)), encode_arrow)
+    assert_same(got, expected)

@@ -89,6 +89,10 @@ class RecordEncoder:
     @property
     def tokenizer_sha256(self) -> str: ...
 
+def encode_batch_arrays(encoder: RecordEncoder, records: list[str], threads: int = 1) -> dict[str, Any]:
+    """`input_ids` (<u4), `loss_mask` (u1), `offsets`/`row`/`turn` (<i8), `truncated` (u1) as bytes;
+    `reject`, `detail`: one entry per sample (rust/py_batch.rs)."""
+
 class TokenDecoder:
     """Token ids back to text with the extension's `tokenizers` crate (what `fastsft inspect` uses).
 

@@ -7,11 +7,12 @@ import functools
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Unpack
+from typing import Any, Literal, Unpack
 
 from fastsft import _core
 from fastsft.config import EncodeOptions
 from fastsft.options_types import EncodeKwargs
+from fastsft.errors import UsageError
 
 IGNORE_INDEX = -100
 
@@ -50,8 +51,9 @@ def encode_batch(
     tokenizer: str | os.PathLike,
     *,
     threads: int = 1,
+    output: Literal["lists", "arrays", "arrow"] = "lists",
     **options: Unpack[EncodeKwargs],
-) -> dict[str, list[Any]]:
+) -> Any:
     """Encodes a batch of records; one output row per sample, in input order — one per input row,
     except records split into per-turn samples (`split_turns`), which give one row per turn.
 
@@ -62,6 +64,10 @@ def encode_batch(
     defaults to 1 because engines run one call per worker already. The other keyword options are
     those of `fastsft prep` that change what is written (`fastsft.config.EncodeOptions`).
 
+    `output="arrays"` gives the same samples as flat numpy arrays with `offsets` (no Python object
+    per token: what engines moving batches between processes want), `output="arrow"` as a
+    `pyarrow.Table` of list columns over those arrays (`fastsft/batch_arrays.py`).
+
     >>> out = encode_batch([{"messages": [{"role": "user", "content": "Hi"},
     ...                                   {"role": "assistant", "content": "Hello"}]}],
     ...                    "assets/tokenizers/qwen2.5")  # doctest: +SKIP
@@ -69,6 +75,13 @@ def encode_batch(
     from fastsft.prep import resolve_tokenizer
 
     encoder = _encoder(resolve_tokenizer(tokenizer), EncodeOptions(**options).to_core_json())
+    if output in ("arrays", "arrow"):
+        from fastsft.batch_arrays import arrays_to_arrow, encode_arrays
+
+        arrays = encode_arrays(encoder, _records(records), threads)
+        return arrays if output == "arrays" else arrays_to_arrow(arrays)
+    if output != "lists":
+        raise UsageError(f"output={output!r}: expected lists, arrays or arrow")
     out = encoder.encode_batch(_records(records), threads)
     labels = [[t if m else IGNORE_INDEX for t, m in zip(ids, mask)] for ids, mask in zip(out["input_ids"], out["loss_mask"])]
     return {

@@ -142,6 +142,12 @@ class PrepOptions(EncodeOptions):
         "Finished shards are kept on re-runs.",
     )
     shard_index: int | None = _opt(None, "Which shard to prepare, 0-based (with --num-shards).")
+    engine: Literal["local", "ray"] = _opt(
+        "local",
+        "Where to encode: this machine, or the Ray cluster at RAY_ADDRESS (a local Ray when unset), into one "
+        "dataset identical to a local run's; inputs and output on storage every node sees.",
+        core=False,
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -162,7 +168,7 @@ class PrepOptions(EncodeOptions):
         return EncodeOptions(**EncodeOptions.to_core(self))
 
     def to_core_json(self) -> str:
-        run = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ENCODE_FIELDS}
+        run = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ENCODE_FIELDS and f.metadata.get("core", True)}
         return json.dumps({"encoder": self.to_core(), "run": run}, ensure_ascii=False)
 
 

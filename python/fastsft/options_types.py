@@ -42,6 +42,7 @@ class PrepKwargs(EncodeKwargs, total=False):
     progress: bool
     num_shards: int | None
     shard_index: int | None
+    engine: Literal['local', 'ray']
 
 
 __all__ = ["EncodeKwargs", "PrepKwargs"]

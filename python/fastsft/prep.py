@@ -67,6 +67,10 @@ def prep(
 
     >>> fastsft.prep(["data/*.jsonl.gz"], "models/qwen2.5", "out", max_len=4096)  # doctest: +SKIP
     """
+    if options.get("engine") == "ray":  # the same dataset, made by Ray tasks (fastsft/ray_engine.py)
+        from fastsft.ray_engine import prep_on_ray
+
+        return prep_on_ray(inputs, tokenizer, output, **options)
     options.setdefault("progress", False)
     opts = PrepOptions(**options)
     num_shards, shard_index = shard_from_environment(opts.num_shards, opts.shard_index)

@@ -1,0 +1,156 @@
+"""Per-core speed of `fastsft prep --engine ray` against `fastsft prep`, and of `encode_batch`'s
+array output against its list output (issue 17).
+
+The corpus: the shipped chat corpora (assets/corpora) copied `--copies` times, each copy made
+distinct (a copy number written into the first message's text), as `--files` plain JSONL files.
+Both preps run with one encoding thread; the Ray run on a local Ray of one CPU (`ray.init(num_cpus=1)`,
+started before the clock: start-up excluded, as for `prep`, whose process start is not timed
+either). Each configuration runs `--repeats` times in alternation; best and median times are
+printed (the machine may be shared: the median says more there).
+
+    PYTHONPATH=python python benches/bench_ray.py --copies 6 --files 6 --repeats 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import fastsft
+
+REPO = Path(__file__).resolve().parents[1]
+QWEN = str(REPO / "assets/tokenizers/qwen2.5")
+CHAT = ["medicalgpt_sharegpt_zh_1k", "llamafactory_alpaca_en_demo", "llamafactory_alpaca_zh_demo",
+        "llamafactory_glaive_toolcall_en_demo", "llamafactory_glaive_toolcall_zh_demo"]
+
+
+def distinct(record: str, copy: int) -> str:
+    """The record with `copy` written into its first message's text (so no two copies tokenize alike)."""
+    data = json.loads(record)
+    for key in ("conversations", "messages"):
+        if data.get(key):
+            field = "value" if key == "conversations" else "content"
+            data[key][0][field] = f"[{copy}] {data[key][0][field]}"
+            return json.dumps(data, ensure_ascii=False)
+    if "instruction" in data:
+        data["instruction"] = f"[{copy}] {data['instruction']}"
+    return json.dumps(data, ensure_ascii=False)
+
+
+def make_corpus(directory: Path, copies: int, files: int) -> list[str]:
+    records = []
+    for name in CHAT:
+        lines = gzip.decompress((REPO / "assets/corpora" / f"{name}.jsonl.gz").read_bytes()).decode().splitlines()
+        records.extend(line for line in lines if line.strip())
+    out = [distinct(r, copy) for copy in range(copies) for r in records]
+    paths = []
+    per_file = -(-len(out) // files)
+    for i in range(files):
+        path = directory / f"part-{i}.jsonl"
+        path.write_text("".join(r + "\n" for r in out[i * per_file : (i + 1) * per_file]), encoding="utf-8")
+        paths.append(str(path))
+    return paths
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and every process below it: the Ray daemons and
+    workers that `ray.init` started. On a shared machine wall time depends on the neighbours'
+    load; CPU time much less, so tokens per CPU-second is the steadier per-core measure."""
+    import psutil
+
+    total = sum(os.times()[:2])
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def cpu_timed(fn, cpu: list[float]) -> float:
+    """Wall seconds of `fn()`; appends its CPU seconds (this process tree) to `cpu`."""
+    before = cpu_seconds()
+    seconds = timed(fn)
+    cpu.append(cpu_seconds() - before)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--copies", type=int, default=4)
+    parser.add_argument("--files", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=256, help="records per encode_batch call")
+    parser.add_argument("--small-units", type=int, default=16 << 20, help="unit_bytes of a third run with many units")
+    args = parser.parse_args()
+    import ray
+
+    work = Path(tempfile.mkdtemp(prefix="bench-ray-"))
+    try:
+        files = make_corpus(work, args.copies, args.files)
+        size = sum(os.path.getsize(f) for f in files)
+        options = {"max_len": 4096, "threads": 1, "overwrite": True}
+        # Ray lowers its workers' priority (niceness 15) so that its own daemons stay responsive; on
+        # a machine shared with other work that alone slows them against `prep` at niceness 0.
+        # Per-core speed is compared at equal priority.
+        os.environ.setdefault("RAY_worker_niceness", "0")
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+        times: dict[str, list[float]] = {"prep": [], "ray": [], "ray-small-units": []}
+        cpu: dict[str, list[float]] = {name: [] for name in times}
+        units, reports = {}, []
+        for _ in range(args.repeats):
+            times["prep"].append(cpu_timed(lambda: fastsft.prep(files, QWEN, work / "local", **options), cpu["prep"]))
+            times["ray"].append(cpu_timed(lambda: units.update(ray=fastsft.prep(files, QWEN, work / "ray", engine="ray", **options)["units"]),
+                                          cpu["ray"]))
+            reports.append(json.loads((work / "ray" / "report.json").read_text()))
+            times["ray-small-units"].append(cpu_timed(lambda: units.update(small=fastsft.prep(
+                files, QWEN, work / "ray-small", engine="ray", unit_bytes=args.small_units, **options)["units"]), cpu["ray-small-units"]))
+        best = {name: min(t) for name, t in times.items()}
+        median = {name: statistics.median(t) for name, t in times.items()}
+        report = {key: statistics.median(r[key] for r in reports) for key in ("unit_pipeline_seconds", "encode_seconds", "assemble_seconds")}
+        manifest = json.loads((work / "local" / "manifest.json").read_text())
+        same = all((work / "local" / n).read_bytes() == (work / "ray" / n).read_bytes()
+                   for n in ("input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy", "rejects.jsonl", "manifest.json"))
+        ray.shutdown()
+        tokens, read = manifest["num_tokens"], manifest["counts"]["read"]
+        print(f"corpus: {read:,} records in {len(files)} files, {size / 1e6:.1f} MB, {tokens:,} tokens; load {os.getloadavg()}")
+        for name, seconds in best.items():
+            print(f"  {name:15s} 1 CPU: best {seconds:6.2f} s  {tokens / seconds / 1e6:.2f}M tokens/s  {best['prep'] / seconds:.3f}x prep;  "
+                  f"median {median[name]:6.2f} s  {tokens / median[name] / 1e6:.2f}M tokens/s  {median['prep'] / median[name]:.3f}x prep"
+                  + (f"  ({units[name.replace('ray-small-units', 'small')]} units)" if name != "prep" else ""))
+        for name, spent in cpu.items():
+            print(f"  {name:15s} CPU time (process tree): median {statistics.median(spent):6.2f} s  "
+                  f"{tokens / statistics.median(spent) / 1e6:.2f}M tokens per CPU-second  "
+                  f"{statistics.median(cpu['prep']) / statistics.median(spent):.3f}x prep")
+        print(f"  identical files: {same}; Ray runs (medians): the unit pipelines {report['unit_pipeline_seconds']:.2f} s, "
+              f"Ray (scheduling, worker start) {report['encode_seconds'] - report['unit_pipeline_seconds']:.2f} s, "
+              f"assembling {report['assemble_seconds']:.2f} s")
+
+        lines = [line for f in files[:1] for line in Path(f).read_text(encoding="utf-8").splitlines()]
+        batches = [lines[i : i + args.batch] for i in range(0, len(lines), args.batch)]
+        fastsft.encode_batch(batches[0][:2], QWEN, max_len=4096)  # load the encoder before timing
+        batch_tokens = sum(int(fastsft.encode_batch(b, QWEN, max_len=4096, output="arrays")["offsets"][-1]) for b in batches)
+        for output in ("lists", "arrays", "arrow"):
+            seconds = min(timed(lambda output=output: [fastsft.encode_batch(b, QWEN, max_len=4096, output=output) for b in batches])
+                          for _ in range(args.repeats))
+            print(f"  encode_batch output={output:6s}: {len(lines):,} records, {seconds:6.2f} s  {batch_tokens / seconds / 1e6:.2f}M tokens/s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
