@@ -147,7 +147,7 @@ def test_failed_job_leaves_nothing_and_rerun_reuses_finished_units(cluster, tmp_
 def test_options_ray_cannot_take(tmp_path):
     with pytest.raises(UsageError, match="--engine ray splits the work itself"):
         fastsft.prep([str(CORPORA / "llamafactory_identity.jsonl.gz")], QWEN, tmp_path / "o", engine="ray", num_shards=2, shard_index=0)
-    with pytest.raises(UsageError, match="--engine spark: expected local or ray"):
+    with pytest.raises(UsageError, match="--engine .spark.: expected one of local, ray"):
         fastsft.prep([str(CORPORA / "llamafactory_identity.jsonl.gz")], QWEN, tmp_path / "o", engine="spark")
 
 
