@@ -23,6 +23,8 @@ pub mod writer;
 
 #[cfg(feature = "python")]
 mod py;
+#[cfg(feature = "python")]
+mod py_reader;
 
 pub use encode::{EncodeOptions, Encoded, Encoder, TrainOn, Truncation};
 pub use error::{Error, Result};

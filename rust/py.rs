@@ -475,5 +475,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pack, m)?)?;
     m.add_class::<RecordEncoder>()?;
     m.add_class::<TokenDecoder>()?;
+    m.add_class::<crate::py_reader::InputRecords>()?;
     Ok(())
 }

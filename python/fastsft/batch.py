@@ -10,8 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastsft import _core
-
-IGNORE_INDEX = -100
+from fastsft.labels import IGNORE_INDEX
 
 
 @functools.lru_cache(maxsize=8)

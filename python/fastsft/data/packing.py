@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..errors import UsageError
 from .dataset import IGNORE_INDEX, _torch
 
 
@@ -64,10 +65,10 @@ def pack(lengths: np.ndarray | list[int], capacity: int) -> Packs:
     if lens.ndim != 1:
         raise ValueError("lengths must be 1-D")
     if capacity <= 0:
-        raise ValueError(f"--pack-len must be positive, got {capacity}")
+        raise UsageError(f"--pack-len must be positive, got {capacity}")
     if lens.size and lens.max() > capacity:
         i = int(lens.argmax())
-        raise ValueError(
+        raise UsageError(
             f"sample {i} has {int(lens[i])} tokens, more than --pack-len {capacity}: "
             f"raise --pack-len or prepare the data with --max-len {capacity}"
         )
@@ -112,9 +113,11 @@ class PackedDataset:
     def __init__(self, samples: _Samples, pack_len: int):
         self.samples = samples
         self.packs = pack(samples.lengths, pack_len)
-        self.lengths = np.add.reduceat(samples.lengths[self.packs.order], self.packs.bounds[:-1]) if len(
-            self.packs
-        ) else np.zeros(0, np.int64)
+        self.lengths = (
+            np.add.reduceat(samples.lengths[self.packs.order], self.packs.bounds[:-1])
+            if len(self.packs)
+            else np.zeros(0, np.int64)
+        )
 
     def __len__(self) -> int:
         return len(self.packs)
