@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastsft import FastSFTError
+from fastsft.errors import FastSFTError  # the base of every error fastsft raises (fastsft.FastSFTError)
 from fastsft.cli import main as cli_main
 from fastsft.data import DatasetFormatError, SFTDataset, read_manifest
 from train_helpers import ROOT, random_samples, write_dataset
