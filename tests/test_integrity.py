@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastsft.errors import FastSFTError  # the base of every error fastsft raises (fastsft.FastSFTError)
 from fastsft.cli import main as cli_main
 from fastsft.data import DatasetFormatError, SFTDataset, read_manifest
+from fastsft.errors import FastSFTError  # the base of every error fastsft raises (fastsft.FastSFTError)
 from train_helpers import ROOT, random_samples, write_dataset
 
 VOCAB = 70000  # > 65536, so ids are uint32 and an id of 1e9 fits in the file

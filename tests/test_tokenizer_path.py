@@ -9,10 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_hub import COMMIT, add_to_cache
 
 from fastsft.errors import InputNotFoundError
 from fastsft.tokenizer_path import locate_tokenizer, resolve_tokenizer
+from test_hub import COMMIT, add_to_cache
 
 QWEN = Path(__file__).resolve().parent.parent / "assets" / "tokenizers" / "qwen2.5"
 
@@ -54,7 +54,10 @@ def test_recorded_path_is_found_from_here_or_beside_the_dataset(layout):
     shard = layout / "runs" / "out" / "shard-00000-of-00002"
     recorded = "models/qwen/tokenizer.json"  # relative to where prep ran: layout
     # neither from the cwd nor beside the shard, its dataset or the dataset's parent (layout is above them)
-    with pytest.raises(InputNotFoundError, match=r"the tokenizer it was made with \(models/qwen/tokenizer.json\) is not found; pass --tokenizer DIR"):
+    with pytest.raises(
+        InputNotFoundError,
+        match=r"the tokenizer it was made with \(models/qwen/tokenizer.json\) is not found; pass --tokenizer DIR",
+    ):
         resolve_tokenizer(recorded=recorded, dataset=shard)
     assert resolve_tokenizer(recorded="../../" + recorded, dataset=shard) == shard.parent / ("../../" + recorded)
     out = layout / "runs" / "out"
@@ -76,5 +79,7 @@ def test_hub_id_from_the_local_cache_only(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
     assert resolve_tokenizer("Qwen/Qwen2.5-7B-Instruct") == snapshot / "tokenizer.json"
-    with pytest.raises(InputNotFoundError, match=r"^--tokenizer Org/NotCached-1B: not a local directory, and the hub id .* is not in"):
+    with pytest.raises(
+        InputNotFoundError, match=r"^--tokenizer Org/NotCached-1B: not a local directory, and the hub id .* is not in"
+    ):
         resolve_tokenizer("Org/NotCached-1B")

@@ -14,9 +14,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import fastsft
 import numpy as np
 import pytest
+
+import fastsft
 from fastsft.verify import read_records, register_cli, verify
 
 REPO = Path(__file__).resolve().parent.parent
@@ -242,7 +243,7 @@ def test_input_layouts(tmp_path):
     import zstandard
     with gzip.open(CORPORA / "llamafactory_identity.jsonl.gz", "rt", encoding="utf-8") as f:
         records = [line.strip() for line in itertools.islice(f, 12)]
-    array = "\ufeff[\n" + ",\n".join(records[:4] + ["{bad json]"] + records[4:8]) + "\n]\n"
+    array = "\ufeff[\n" + ",\n".join([*records[:4], "{bad json]", *records[4:8]]) + "\n]\n"
     (tmp_path / "array.json.zst").write_bytes(zstandard.ZstdCompressor().compress(array.encode()))
     (tmp_path / "lines.jsonl.gz").write_bytes(gzip.compress(("\ufeff" + "\n\n".join(records[8:]) + "\n").encode()))
     summary = prep([tmp_path / "array.json.zst", tmp_path / "lines.jsonl.gz"], "qwen2.5", tmp_path / "out")

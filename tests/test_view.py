@@ -19,12 +19,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import ClassVar
 
-import fastsft
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
+
+import fastsft
 from fastsft import view, view_stats
 from reference import CORPORA, TOKENIZERS
-from tokenizers import Tokenizer
 
 QWEN = TOKENIZERS / "qwen2.5"
 
