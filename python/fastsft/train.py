@@ -1,10 +1,11 @@
 """``fastsft train``: assemble a ``transformers.Trainer`` for prepared data, and run it.
 
 This module builds inputs (model, datasets, collator, ``TrainingArguments``, DeepSpeed config)
-and checks that the data fits the model; the Trainer owns the loop, checkpoints and resume.
-Its one subclass adds only what the Trainer cannot be told: length-grouped sampling from lengths
-we already know (the stock sampler reads every item to find them), and token counting for the
-tokens/s and trained-tokens/s logs.
+and hands them to the Trainer, which owns the loop, checkpoints and resume. The rest lives beside
+it: ``train_options.py`` (``TrainOptions``, the flags, and the checks made before anything loads),
+``train_setup.py`` (distributed world, DeepSpeed, precision, loggers), ``train_trainer.py`` (the
+one Trainer subclass: length-grouped sampling from known lengths, token-rate logs),
+``train_exit.py`` (one-line errors, Ctrl-C) and ``tiny_model.py`` (``fastsft tiny-model``).
 
 Nothing heavy is imported at module level: ``register_cli`` runs for every ``fastsft`` command.
 """

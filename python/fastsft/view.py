@@ -6,7 +6,6 @@
 - ``stats``: sample and token counts, length percentiles, truncations, rejects by reason, the fill
   that packing would reach, and a length histogram (matplotlib, imported only for ``--plot``).
 
-
 This module is the command line and the public face; the work is in ``view_inspect.py``,
 ``view_stats.py`` and what both share, ``view_decode.py``. It only reads datasets (through
 ``fastsft.data``); it never writes one.
