@@ -71,7 +71,7 @@ def verify(path: str | Path, sample: int = DEFAULT_SAMPLE, seed: int = 0, tokeni
     try:
         shards = resolve_dataset_dirs(path)
         manifests = [read_manifest(d) for d in shards]
-    except (FileNotFoundError, ValueError) as e:
+    except FastSFTError as e:  # not there, not a dataset, or damaged
         raise VerifyUsageError(f"{e} (make one with `fastsft prep FILES --tokenizer DIR -o {path}`)") from None
     result: dict[str, Any] = {
         "path": str(path), "num_samples": sum(m.num_samples for m in manifests), "sampled": 0, "checked": 0,

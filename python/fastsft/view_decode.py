@@ -45,7 +45,7 @@ def open_dataset(out: str | os.PathLike[str]) -> SFTDataset:
     """The dataset (or parent of shard directories) at ``out``, with an error that says what to run."""
     try:
         return SFTDataset(out)
-    except FileNotFoundError as e:
+    except InputNotFoundError as e:
         raise InputNotFoundError(
             f"OUT {e}; give the directory written by `fastsft prep FILES --tokenizer DIR -o {out}`"
         ) from None

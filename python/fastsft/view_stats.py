@@ -101,7 +101,7 @@ def compute_stats(out: str | os.PathLike, pack_len: int | None = None) -> Stats:
         raise ViewError(f"--pack-len {pack_len}: must be a positive number of tokens")
     try:
         dirs = resolve_dataset_dirs(out)
-    except FileNotFoundError as e:
+    except InputNotFoundError as e:
         raise InputNotFoundError(f"OUT {e}; give the directory written by `fastsft prep ... -o {out}`") from None
     lengths, trained, max_lens = [], [], set()
     counts: dict[str, Any] = {

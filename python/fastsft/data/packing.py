@@ -56,7 +56,7 @@ def pack(lengths: np.ndarray | list[int], capacity: int) -> Packs:
         pack([5, 4, 3, 2, 1], capacity=6)  ->  packs {0, 4}, {1, 3}, {2}   (6 + 6 + 3 tokens)
 
     Raises:
-        ValueError: a length exceeds ``capacity`` (the message names the sample and ``--pack-len``)
+        UsageError: a length exceeds ``capacity`` (the message names the sample and ``--pack-len``)
             or ``capacity`` is not positive.
     """
     from fastsft import _core
