@@ -2,7 +2,7 @@
 PYTHON ?= python3
 DEMO_OUT ?= out/demo
 
-.PHONY: install demo test test-deps rust-test py-test bench
+.PHONY: install demo test test-deps rust-test py-test lint bench
 
 install:  ## build the extension (release) and install fastsft
 	$(PYTHON) -m pip install .
@@ -25,6 +25,14 @@ rust-test:  ## without LTO, which is for the wheel: the test build took 531 s in
 
 py-test:  ## and the 25 slowest tests, to keep CI's time in view
 	$(PYTHON) -m pytest -q --durations=25
+
+LINT_PY = python tests benches examples
+
+lint:  ## clippy, ruff (lint and format) and mypy (pins in requirements-test.txt); not yet part of `make test`
+	cargo clippy --features python --all-targets -- -D warnings
+	$(PYTHON) -m ruff check $(LINT_PY)
+	$(PYTHON) -m ruff format --check $(LINT_PY)
+	$(PYTHON) -m mypy python/fastsft
 
 test: test-deps rust-test py-test  ## everything: install test deps, cargo test, pytest
 

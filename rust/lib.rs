@@ -35,6 +35,8 @@ mod writer;
 mod py;
 #[cfg(feature = "python")]
 mod py_errors;
+#[cfg(feature = "python")]
+mod py_reader;
 
 pub use encode::{EncodeOptions, Encoded, Encoder, TrainOn, Truncation};
 pub use error::{Error, Result};

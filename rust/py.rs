@@ -323,5 +323,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_batch::encode_batch_arrays, m)?)?;
     m.add_class::<RecordEncoder>()?;
     m.add_class::<TokenDecoder>()?;
+    m.add_class::<crate::py_reader::InputRecords>()?;
     Ok(())
 }

@@ -94,7 +94,7 @@ def test_manifest_validation(tmp_path):
         read_manifest(d)
     # Version 2 adds turns.npy: a version-2 manifest without it is an incomplete dataset.
     _edit_manifest(d, format_version=2)
-    with pytest.raises(FileNotFoundError, match="missing turns.npy"):
+    with pytest.raises(FileNotFoundError, match=r"missing turns\.npy"):
         read_manifest(d)
     _edit_manifest(d, format_version=1, num_tokens=10)
     with pytest.raises(DatasetFormatError, match="num_tokens=10"):
@@ -104,7 +104,7 @@ def test_manifest_validation(tmp_path):
         read_manifest(d)
     _edit_manifest(d, input_ids_dtype="uint16")
     os.remove(d / "origin.npy")
-    with pytest.raises(FileNotFoundError, match="missing origin.npy"):
+    with pytest.raises(FileNotFoundError, match=r"missing origin\.npy"):
         read_manifest(d)
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastsft import FastSFTError
-from fastsft.errors import EXIT_INPUT
+
 from fastsft.cli import main as cli_main
 from fastsft.data import DatasetFormatError, SFTDataset, read_manifest
+from fastsft.errors import EXIT_INPUT, FastSFTError  # the base of every error fastsft raises (fastsft.FastSFTError)
 from train_helpers import ROOT, random_samples, write_dataset
 
 VOCAB = 70000  # > 65536, so ids are uint32 and an id of 1e9 fits in the file

@@ -117,9 +117,9 @@ def test_packed_dataset_items(tmp_path):
     for j in range(len(packed)):
         idx = packed.packs[j].tolist()
         item = packed[j]
-        assert item["input_ids"].tolist() == sum((list(samples[i][0]) for i in idx), [])
-        assert item["position_ids"].tolist() == sum((list(range(len(samples[i][0]))) for i in idx), [])
-        expect = sum(([I] + [t if m else I for t, m in zip(samples[i][0][1:], samples[i][1][1:])] for i in idx), [])
+        assert item["input_ids"].tolist() == [t for i in idx for t in samples[i][0]]
+        assert item["position_ids"].tolist() == [p for i in idx for p in range(len(samples[i][0]))]
+        expect = [x for i in idx for x in [I, *(t if m else I for t, m in zip(samples[i][0][1:], samples[i][1][1:]))]]
         assert item["labels"].tolist() == expect
 
 

@@ -25,7 +25,7 @@ from fastsft.data import sha256_file
 from fastsft.train import TrainOptions, TrainSetupError, check_data_fits_model, register_cli, train
 from train_helpers import QWEN_TOKENIZER, ROOT, build_small_tokenizer, losses, random_samples, train_corpora, write_dataset
 
-COMMON = dict(lr=3e-3, warmup=0.0, batch_size=4, logging_steps=1, save_steps=1000)
+COMMON = {"lr": 3e-3, "warmup": 0.0, "batch_size": 4, "logging_steps": 1, "save_steps": 1000}
 
 
 @pytest.fixture(scope="session")
@@ -102,10 +102,10 @@ def test_matching_tokenizer_accepted_and_vocab_checked(tmp_path, qwen_model_dir)
     with pytest.raises(TrainSetupError, match=r"uses a vocabulary of 151665 tokens, but .* embeds only 1000"):
         check_data_fits_model(SFTDataset(ok), qwen_model_dir, embedding_rows=1000)
     big = write_dataset(tmp_path / "big", random_samples(4), tokenizer_sha256=sha, vocab_size=200000)
-    with pytest.raises(TrainSetupError, match="vocabulary too large: .* 200000 tokens, but .* embeds only 151936"):
+    with pytest.raises(TrainSetupError, match=r"vocabulary too large: .* 200000 tokens, but .* embeds only 151936"):
         check_data_fits_model(SFTDataset(big), qwen_model_dir)
     os.remove(qwen_model_dir / "tokenizer.json")
-    with pytest.raises(TrainSetupError, match="no tokenizer.json"):
+    with pytest.raises(TrainSetupError, match=r"no tokenizer\.json"):
         check_data_fits_model(SFTDataset(ok), qwen_model_dir)
 
 
@@ -236,7 +236,7 @@ def test_token_counts_over_one_epoch(identity_data, tiny_model, tmp_path, packin
     """One epoch sees every training sample once: the logged token counts must be exact."""
     from fastsft.data import SFTDataset, split_indices
 
-    extra = dict(packing=True, pack_len=512) if packing else {}
+    extra = {"packing": True, "pack_len": 512} if packing else {}
     s = train(_opts(identity_data, tiny_model, tmp_path / "o", epochs=1, eval_split=0.1, seed=3, **extra))
     ds = SFTDataset(identity_data)
     train_idx, _ = split_indices(len(ds), 0.1, seed=3)
@@ -286,7 +286,7 @@ def test_deepspeed_cpu_matches_plain_run(small_data, tiny_model, tmp_path, stage
     from transformers import AutoModelForCausalLM
 
     plain = train(_opts(small_data, tiny_model, tmp_path / "plain", max_steps=6))
-    res = _run_cli(_cli_args(small_data, tiny_model, tmp_path / stage) + ["--deepspeed", stage])
+    res = _run_cli([*_cli_args(small_data, tiny_model, tmp_path / stage), "--deepspeed", stage])
     assert f"deepspeed ZeRO-{stage[-1]}" in res.stderr  # the banner: DeepSpeed really ran
     ds = json.loads((tmp_path / stage / "train_summary.json").read_text())
     a, b = losses(plain), losses(ds)
@@ -333,7 +333,7 @@ def test_two_processes_match_one(small_data, tiny_model, plain_four_steps, tmp_p
     first use compiles a C++ op for minutes, so it is run by hand, not in the suite.
     """
     out = tmp_path / f"{launcher}-{stage}"
-    res = _run_cli(_cli_args(small_data, tiny_model, out, steps=4, batch=2) + ["--deepspeed", stage],
+    res = _run_cli([*_cli_args(small_data, tiny_model, out, steps=4, batch=2), "--deepspeed", stage],
                    env_extra={"OMP_NUM_THREADS": "1"}, launcher=_two_process_launcher(launcher))  # fmt: skip
     assert f"deepspeed ZeRO-{stage[-1]}" in res.stderr + res.stdout
     s = json.loads((out / "train_summary.json").read_text())

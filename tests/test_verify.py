@@ -14,9 +14,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import fastsft
 import numpy as np
 import pytest
+
+import fastsft
 from fastsft.verify import read_records, register_cli, verify
 
 REPO = Path(__file__).resolve().parent.parent
@@ -242,7 +243,7 @@ def test_input_layouts(tmp_path):
     import zstandard
     with gzip.open(CORPORA / "llamafactory_identity.jsonl.gz", "rt", encoding="utf-8") as f:
         records = [line.strip() for line in itertools.islice(f, 12)]
-    array = "\ufeff[\n" + ",\n".join(records[:4] + ["{bad json]"] + records[4:8]) + "\n]\n"
+    array = "\ufeff[\n" + ",\n".join([*records[:4], "{bad json]", *records[4:8]]) + "\n]\n"
     (tmp_path / "array.json.zst").write_bytes(zstandard.ZstdCompressor().compress(array.encode()))
     (tmp_path / "lines.jsonl.gz").write_bytes(gzip.compress(("\ufeff" + "\n\n".join(records[8:]) + "\n").encode()))
     summary = prep([tmp_path / "array.json.zst", tmp_path / "lines.jsonl.gz"], "qwen2.5", tmp_path / "out")
@@ -268,14 +269,45 @@ def test_shards_are_verified_together(tmp_path):
     assert len(verify(tmp_path / "out", sample=6, seed=1)["samples"]) == 6
 
 
-def test_array_split_does_not_depend_on_chunk_boundaries():
-    """Elements are split by bracket depth outside strings; escapes and brackets inside strings,
-    an empty element, a malformed one and a missing closing bracket may fall on any chunk edge."""
-    from fastsft.verify import _elements
+def test_array_split_does_not_depend_on_buffer_edges(tmp_path):
+    """prep's reader (read back by verify through `_core.InputRecords`) splits a JSON array by
+    bracket depth outside strings; escapes and brackets inside strings, an empty element, a
+    malformed one and a missing closing bracket may fall on any edge of its 1 MiB read buffer."""
+    from fastsft._core import InputRecords
 
-    text = b' [ {"a": "x,]}\\"[{\\\\"}, [1, {"b": []}] ,, bad: , "s\\\\\\"" ,{"c": "\xc3\xa9"}  ]  trailing'
-    expected = [(1, b' {"a": "x,]}\\"[{\\\\"}'), (2, b' [1, {"b": []}] '), (3, b""), (4, b" bad: "), (5, b' "s\\\\\\"" '), (6, b'{"c": "\xc3\xa9"}  ')]
-    for size in range(1, 9):
-        chunks = [text[i : i + size] for i in range(0, len(text), size)]
-        assert list(_elements(iter(chunks))) == expected, size
-    assert list(_elements(iter([b'[{"a": 1}, {"b"']))) == [(1, b'{"a": 1}'), (2, b' {"b"')]
+    tricky = b' {"a": "x,]}\\"[{\\\\"}, [1, {"b": []}] ,, bad: , "s\\\\\\"" ,{"c": "\xc3\xa9"}  ]  \n'
+    expected = [b' {"a": "x,]}\\"[{\\\\"}', b' [1, {"b": []}] ', b"", b" bad: ", b' "s\\\\\\"" ', b'{"c": "\xc3\xa9"}  ']
+    for shift in range(9):
+        filler = b'"' + b"f" * ((1 << 20) - 8 + shift) + b'"'  # the tricky part starts near the buffer's edge
+        path = tmp_path / f"edge{shift}.json"
+        path.write_bytes(b"[" + filler + b"," + tricky)
+        got = [(file, line, record) for file, line, record in InputRecords([str(path)])]
+        assert got == [(0, 1, filler), *[(0, k + 2, e) for k, e in enumerate(expected)]], shift
+    (tmp_path / "open.json").write_bytes(b'[{"a": 1}, {"b"')
+    assert list(InputRecords([str(tmp_path / "open.json")])) == [(0, 1, b'{"a": 1}'), (0, 2, b' {"b"')]
+
+
+def test_columnar_inputs_verify_identical(tmp_path):
+    """Parquet, Arrow IPC and save_to_disk inputs are read back by prep's own reader: every sample
+    verifies as identical (the Python reader verify had before saw 20 of 20 as different)."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.feather as feather
+    import pyarrow.parquet as pq
+    from datasets.table import InMemoryTable
+
+    with gzip.open(CORPORA / "llamafactory_alpaca_en_demo.jsonl.gz", "rt", encoding="utf-8") as f:
+        table = pa.Table.from_pylist([json.loads(line) for line in itertools.islice(f, 20)])
+    pq.write_table(table, tmp_path / "in.parquet", row_group_size=8)  # rows cross row groups
+    feather.write_feather(table, tmp_path / "in.feather")
+    datasets.Dataset(InMemoryTable(table)).save_to_disk(str(tmp_path / "saved"), num_shards=2)
+    for source in ("in.parquet", "in.feather", "saved"):
+        summary = prep([tmp_path / source], "qwen2.5", tmp_path / f"out-{source}")
+        assert summary["written"] == 20, source
+        result = verify(tmp_path / f"out-{source}", sample=10_000)
+        assert (result["checked"], result["identical"], result["different"]) == (20, 20, 0), (source, result["differences"][:1])
+        assert not result["warnings"], result["warnings"]  # the sha256 read back is the manifest's
+
+    found, sha = read_records(tmp_path / "in.parquet", {1, 9, 20, 21})
+    assert sorted(found) == [1, 9, 20] and json.loads(found[9]) == table.slice(8, 1).to_pylist()[0]
+    assert sha == json.loads((tmp_path / "out-in.parquet" / "manifest.json").read_text())["inputs"][0]["sha256"]

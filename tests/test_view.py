@@ -19,12 +19,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import ClassVar
 
-import fastsft
 import numpy as np
 import pytest
-from fastsft import view
-from reference import CORPORA, TOKENIZERS
 from tokenizers import Tokenizer
+
+import fastsft
+from fastsft import view, view_stats
+from reference import CORPORA, TOKENIZERS
 
 QWEN = TOKENIZERS / "qwen2.5"
 
@@ -302,7 +303,7 @@ def test_stats_match_numpy(demo, capsys, monkeypatch):
     manifest = json.loads((demo / "manifest.json").read_text(encoding="utf-8"))
     rejects = [json.loads(x) for x in (demo / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
 
-    monkeypatch.setattr(view, "STATS_CHUNK_TOKENS", 1000)  # many chunks, samples longer than one
+    monkeypatch.setattr(view_stats, "STATS_CHUNK_TOKENS", 1000)  # many chunks, samples longer than one
     st = view.compute_stats(demo)
     assert st.lengths.tolist() == lengths.tolist()
     assert st.trained.tolist() == trained.tolist()

@@ -40,7 +40,7 @@ def write_dataset(
         "format_version": 1,
         "fastsft_version": "test",
         "num_samples": len(samples),
-        "num_tokens": int(len(ids)),
+        "num_tokens": len(ids),
         "num_trained_tokens": int(mask.sum()),
         "input_ids_dtype": np.dtype(dtype).name,
         "tokenizer": {"sha256": tokenizer_sha256, "vocab_size": vocab_size, "bos_token": None,

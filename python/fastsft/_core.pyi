@@ -104,3 +104,20 @@ class TokenDecoder:
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str: ...
     def id_to_token(self, id: int) -> str | None: ...
     def get_vocab_size(self, with_added_tokens: bool = True) -> int: ...
+
+class InputRecords:
+    """The records of `prep`'s inputs, read by `prep`'s own reader (rust/py_reader.rs): every input
+    kind `prep` accepts (JSONL or a JSON array, plain/gzip/zstd; Parquet, Arrow IPC, save_to_disk).
+
+    Iterates over `(file, line, record)`: the index of the file in `paths`, the record's 1-based line,
+    array element or row (as `origin.npy` numbers it), and its raw bytes (a columnar row: its JSON
+    object). Blank lines are skipped. `only` (`{file: lines}`) keeps just those records; every file is
+    still read to its end.
+    """
+
+    def __init__(self, paths: list[str], only: dict[int, set[int]] | None = None) -> None: ...
+    def __iter__(self) -> InputRecords: ...
+    def __next__(self) -> tuple[int, int, bytes]: ...
+    @property
+    def inputs(self) -> list[dict[str, Any]]:
+        """`[{"path", "size", "sha256"}, ...]` of the files read to their end so far, in order."""

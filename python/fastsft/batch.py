@@ -11,10 +11,9 @@ from typing import Any, Literal, Unpack
 
 from fastsft import _core
 from fastsft.config import EncodeOptions
-from fastsft.options_types import EncodeKwargs
 from fastsft.errors import UsageError
-
-IGNORE_INDEX = -100
+from fastsft.labels import IGNORE_INDEX
+from fastsft.options_types import EncodeKwargs
 
 
 @functools.lru_cache(maxsize=8)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 
+from fastsft.errors import MissingExtraError  # defined with every other error; imported from here too
+
 EXTRAS: dict[str, tuple[str, ...]] = {
     "plot": ("matplotlib",),  # fastsft stats --plot
     "verify": ("transformers", "tokenizers", "jinja2"),  # fastsft verify: the reference engine
@@ -21,9 +23,6 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 INSTALL = {"train": "pip install torch && pip install 'fastsft[train]'"}
 """How to install an extra, where plain ``pip install 'fastsft[EXTRA]'`` is not enough: DeepSpeed's
 build imports torch, so torch goes first (README: `fastsft train`)."""
-
-
-from fastsft.errors import MissingExtraError
 
 
 def missing_extra(extra: str, needed_by: str, missing: list[str] | None = None) -> MissingExtraError:

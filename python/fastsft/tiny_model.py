@@ -7,9 +7,15 @@ manifest). The weights are random (seeded); nothing here is meant to be a useful
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
+from typing import Any
+
+from .errors import InputError, UsageError
+from .tokenizer_path import resolve_tokenizer
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -71,27 +77,25 @@ def build_tiny_model(
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
     if arch not in ARCHES:
-        raise ValueError(f"--arch {arch!r}: expected one of {', '.join(ARCHES)}")
+        raise UsageError(f"--arch {arch!r}: expected one of {', '.join(ARCHES)}")
     if hidden % heads or heads % kv_heads:
-        raise ValueError(f"--hidden {hidden} must be a multiple of --heads {heads}, and --heads of --kv-heads {kv_heads}")
-    tokenizer, output = Path(tokenizer), Path(output)
-    if not (tokenizer / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"{tokenizer}: no tokenizer.json")
+        raise UsageError(f"--hidden {hidden} must be a multiple of --heads {heads}, and --heads of --kv-heads {kv_heads}")
+    tokenizer, output = resolve_tokenizer(tokenizer).parent, Path(output)
     vocab = -(-tokenizer_vocab_size(tokenizer) // 64) * 64
     ids = special_token_ids(tokenizer)
-    common = dict(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=intermediate or 4 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=max_positions,
-        tie_word_embeddings=True,
-        bos_token_id=ids["bos"],
-        eos_token_id=ids["eos"],
-        pad_token_id=ids["pad"] if ids["pad"] is not None else ids["eos"],
-    )
+    common = {
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": intermediate or 4 * hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "max_position_embeddings": max_positions,
+        "tie_word_embeddings": True,
+        "bos_token_id": ids["bos"],
+        "eos_token_id": ids["eos"],
+        "pad_token_id": ids["pad"] if ids["pad"] is not None else ids["eos"],
+    }
     config = Qwen2Config(**common) if arch == "qwen2" else LlamaConfig(**common)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -101,3 +105,43 @@ def build_tiny_model(
         if (tokenizer / name).is_file():
             shutil.copyfile(tokenizer / name, output / name)
     return output
+
+
+def tiny_model_main(args: argparse.Namespace) -> int:
+    try:
+        out = build_tiny_model(
+            args.tokenizer, args.output, arch=args.arch, layers=args.layers, hidden=args.hidden,
+            heads=args.heads, kv_heads=args.kv_heads, intermediate=args.intermediate, seed=args.seed,
+        )  # fmt: skip
+    except (UsageError, InputError) as e:
+        print(f"fastsft tiny-model: error: {e}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+TINY_EPILOG = """\
+example:
+  fastsft tiny-model --tokenizer assets/tokenizers/qwen2.5 -o tiny/ --layers 2 --hidden 64
+  fastsft tiny-model --tokenizer assets/tokenizers/qwen2.5 -o q05/ --layers 24 --hidden 896 \\
+      --heads 14 --kv-heads 2 --intermediate 4864      # Qwen2.5-0.5B's shape, random weights
+"""
+
+
+def register_cli(subparsers: Any, formatter_class: type[argparse.HelpFormatter] = argparse.RawDescriptionHelpFormatter) -> None:
+    """Add the ``tiny-model`` subcommand to an argparse ``subparsers`` object."""
+    t = subparsers.add_parser(
+        "tiny-model", help="write a small random model around a local tokenizer (tests, demos)",
+        description="Write a small, randomly initialised causal LM with the given tokenizer.",
+        epilog=TINY_EPILOG, formatter_class=formatter_class,
+    )  # fmt: skip
+    t.add_argument("--tokenizer", required=True, help="directory with tokenizer.json (and tokenizer_config.json)")
+    t.add_argument("-o", "--output", required=True, help="directory to write the model to")
+    t.add_argument("--arch", default="qwen2", choices=["qwen2", "llama"], help="model architecture")
+    t.add_argument("--layers", type=int, default=2, help="number of layers")
+    t.add_argument("--hidden", type=int, default=64, help="hidden size")
+    t.add_argument("--heads", type=int, default=4, help="attention heads")
+    t.add_argument("--kv-heads", type=int, default=2, help="key/value heads")
+    t.add_argument("--intermediate", type=int, default=None, help="MLP size (default: 4 x hidden)")
+    t.add_argument("--seed", type=int, default=0, help="weight-init seed")
+    t.set_defaults(func=tiny_model_main)

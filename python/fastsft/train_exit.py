@@ -67,7 +67,7 @@ def complete_checkpoints(output: str | Path) -> list[Path]:
 def resolve_resume(resume: str | None, output: str | Path) -> str | None:
     """The checkpoint ``--resume`` means: ``latest`` is the last complete one in ``output``
     (the Trainer's own choice, the highest number, may be one that Ctrl-C cut short)."""
-    from fastsft.train import TrainSetupError
+    from fastsft.train_options import TrainSetupError
 
     if resume is None:
         return None

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UsageError
 from .dataset import IGNORE_INDEX, _torch
 
 
@@ -45,7 +46,7 @@ class PadCollator:
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 8):
         if pad_to_multiple_of < 1:
-            raise ValueError("pad_to_multiple_of must be >= 1")
+            raise UsageError("pad_to_multiple_of must be >= 1")
         self.pad_token_id = int(pad_token_id)
         self.pad_to_multiple_of = int(pad_to_multiple_of)
 

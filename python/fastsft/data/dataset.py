@@ -18,11 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputNotFoundError, UsageError
+from ..labels import IGNORE_INDEX
 from .integrity import check_dataset, check_offsets
 from .manifest import DatasetFormatError, Manifest, is_dataset_dir, read_manifest
-
-IGNORE_INDEX = -100
-"""Label value that the loss ignores (``torch.nn.CrossEntropyLoss``'s default ``ignore_index``)."""
 
 PathLike = str | os.PathLike
 
@@ -53,14 +52,12 @@ def resolve_dataset_dirs(paths: PathLike | Sequence[PathLike]) -> list[Path]:
         elif p.is_dir():
             shards = sorted((c for c in p.iterdir() if c.is_dir() and is_dataset_dir(c)), key=lambda c: c.name)
             if not shards:
-                raise FileNotFoundError(
-                    f"{p}: neither a prepared dataset (no manifest.json) nor a directory of dataset shards"
-                )
+                raise InputNotFoundError(f"{p}: neither a prepared dataset (no manifest.json) nor a directory of dataset shards")
             dirs.extend(shards)
         else:
-            raise FileNotFoundError(f"{p}: no such dataset directory")
+            raise InputNotFoundError(f"{p}: no such dataset directory")
     if not dirs:
-        raise ValueError("no dataset given")
+        raise UsageError("no dataset given")
     return dirs
 
 
@@ -105,9 +102,7 @@ class SFTDataset:
                 check_dataset(man, offsets)
             else:
                 check_offsets(man, offsets)  # already in memory: always checked
-        self.lengths = (
-            np.concatenate([np.diff(o) for o in self._offsets]) if self._offsets else np.zeros(0, np.int64)
-        )
+        self.lengths = np.concatenate([np.diff(o) for o in self._offsets]) if self._offsets else np.zeros(0, np.int64)
         counts = np.array([m.num_samples for m in self.manifests], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(counts)])  # global index of each shard's first sample
         self._pid: int | None = None
@@ -129,8 +124,12 @@ class SFTDataset:
 
     @property
     def num_trained_tokens(self) -> int | None:
-        vals = [m.num_trained_tokens for m in self.manifests]
-        return None if any(v is None for v in vals) else int(sum(vals))
+        total = 0
+        for m in self.manifests:
+            if m.num_trained_tokens is None:
+                return None
+            total += m.num_trained_tokens
+        return total
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -140,8 +139,7 @@ class SFTDataset:
         pid = os.getpid()
         if self._pid != pid:  # first access in this process (or a forked worker): map the files here
             self._arrays = [
-                (np.load(d / "input_ids.npy", mmap_mode="r"), np.load(d / "loss_mask.npy", mmap_mode="r"))
-                for d in self.dirs
+                (np.load(d / "input_ids.npy", mmap_mode="r"), np.load(d / "loss_mask.npy", mmap_mode="r")) for d in self.dirs
             ]
             self._pid = pid
         return self._arrays
@@ -222,11 +220,11 @@ def split_indices(n: int, eval_size: float | int, seed: int) -> tuple[np.ndarray
     2
     """
     if eval_size < 0:
-        raise ValueError(f"--eval-split must be >= 0, got {eval_size}")
-    k = int(round(eval_size * n)) if eval_size < 1 else int(eval_size)
+        raise UsageError(f"--eval-split must be >= 0, got {eval_size}")
+    k = round(eval_size * n) if eval_size < 1 else int(eval_size)
     if eval_size > 0:
         k = max(k, 1)
     if k >= n:
-        raise ValueError(f"--eval-split {eval_size} leaves no training samples out of {n}")
+        raise UsageError(f"--eval-split {eval_size} leaves no training samples out of {n}")
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[k:]), np.sort(perm[:k])

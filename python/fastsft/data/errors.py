@@ -1,8 +1,9 @@
-"""The error a damaged or inconsistent prepared dataset raises (one line: the file, what is wrong)."""
+"""The error a damaged or inconsistent prepared dataset raises (one line: the file, what is wrong).
 
-from fastsft._core import FastSFTError
+Defined with every other error in ``fastsft.errors``; re-exported here, where the data readers
+import it from.
+"""
 
+from fastsft.errors import DatasetFormatError
 
-class DatasetFormatError(FastSFTError):
-    """A directory is not a valid prepared dataset: a missing or damaged file, a wrong version, or
-    arrays that disagree with ``manifest.json``. A ``FastSFTError`` (so a ``ValueError``)."""
+__all__ = ["DatasetFormatError"]

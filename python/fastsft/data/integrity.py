@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import DatasetFormatError
+from ..errors import DatasetFormatError, InputNotFoundError
 
 if TYPE_CHECKING:
     from .manifest import Manifest
@@ -125,12 +125,14 @@ def check_structure(man: Manifest) -> dict[str, NpyArray]:
     names = [*ARRAY_FILES, "turns.npy"] if man.raw.get("format_version", 1) >= 2 else list(ARRAY_FILES)
     for name in names:
         if not (man.path / name).is_file():
-            raise FileNotFoundError(f"{man.path}: missing {name}; the dataset is incomplete (re-run `fastsft prep`)")
+            raise InputNotFoundError(f"{man.path}: missing {name}; the dataset is incomplete (re-run `fastsft prep`)")
         arrays[name] = read_npy_header(man.path / name)
     n, t = man.num_samples, man.num_tokens
     ids = arrays["input_ids.npy"]
     if man.input_ids_dtype not in ("uint16", "uint32"):
-        raise DatasetFormatError(f"{man.path / 'manifest.json'}: input_ids_dtype {man.input_ids_dtype!r}, expected uint16 or uint32")
+        raise DatasetFormatError(
+            f"{man.path / 'manifest.json'}: input_ids_dtype {man.input_ids_dtype!r}, expected uint16 or uint32"
+        )
     if ids.dtype != np.dtype(man.input_ids_dtype):
         raise DatasetFormatError(
             f"{ids.path}: dtype {ids.dtype.name}, but manifest.json says input_ids_dtype {man.input_ids_dtype}; {DAMAGED}"
@@ -214,7 +216,9 @@ def _scan_mask(arr: NpyArray, expected_trained: int | None, hasher: Any) -> None
     for start, chunk in _chunks(arr, hasher):
         if chunk.size and chunk.max() > 1:
             pos = start + int(np.argmax(chunk > 1))
-            raise DatasetFormatError(f"{arr.path}: value {chunk[pos - start]} at position {pos}; a loss mask holds only 0 and 1; {DAMAGED}")
+            raise DatasetFormatError(
+                f"{arr.path}: value {chunk[pos - start]} at position {pos}; a loss mask holds only 0 and 1; {DAMAGED}"
+            )
         trained += int(np.count_nonzero(chunk))
     if expected_trained is not None and trained != expected_trained:
         raise DatasetFormatError(
@@ -254,6 +258,7 @@ def check_dataset(man: Manifest, offsets: np.ndarray | None = None, checksums: b
     _run_all(jobs)
     if want_hash:
         for name, h in hashers.items():
+            assert h is not None  # want_hash
             want = recorded.get(name)
             if want is None:
                 notes.append(f"{man.path / name}: no checksum in manifest.json; skipped")

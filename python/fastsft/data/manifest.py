@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputNotFoundError
 from .errors import DatasetFormatError
 from .integrity import check_structure
 
@@ -62,7 +63,7 @@ def read_manifest(path: str | Path) -> Manifest:
     path = Path(path)
     mpath = path / "manifest.json"
     if not mpath.is_file():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"{path}: no manifest.json; not a prepared dataset (make one with `fastsft prep FILES -o {path}`)"
         )
     try:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..errors import UsageError
 from .dataset import IGNORE_INDEX, _torch
 
 
@@ -55,7 +56,7 @@ def pack(lengths: np.ndarray | list[int], capacity: int) -> Packs:
         pack([5, 4, 3, 2, 1], capacity=6)  ->  packs {0, 4}, {1, 3}, {2}   (6 + 6 + 3 tokens)
 
     Raises:
-        ValueError: a length exceeds ``capacity`` (the message names the sample and ``--pack-len``)
+        UsageError: a length exceeds ``capacity`` (the message names the sample and ``--pack-len``)
             or ``capacity`` is not positive.
     """
     from fastsft import _core
@@ -64,10 +65,10 @@ def pack(lengths: np.ndarray | list[int], capacity: int) -> Packs:
     if lens.ndim != 1:
         raise ValueError("lengths must be 1-D")
     if capacity <= 0:
-        raise ValueError(f"--pack-len must be positive, got {capacity}")
+        raise UsageError(f"--pack-len must be positive, got {capacity}")
     if lens.size and lens.max() > capacity:
         i = int(lens.argmax())
-        raise ValueError(
+        raise UsageError(
             f"sample {i} has {int(lens[i])} tokens, more than --pack-len {capacity}: "
             f"raise --pack-len or prepare the data with --max-len {capacity}"
         )
@@ -110,9 +111,11 @@ class PackedDataset:
     def __init__(self, samples: _Samples, pack_len: int):
         self.samples = samples
         self.packs = pack(samples.lengths, pack_len)
-        self.lengths = np.add.reduceat(samples.lengths[self.packs.order], self.packs.bounds[:-1]) if len(
-            self.packs
-        ) else np.zeros(0, np.int64)
+        self.lengths = (
+            np.add.reduceat(samples.lengths[self.packs.order], self.packs.bounds[:-1])
+            if len(self.packs)
+            else np.zeros(0, np.int64)
+        )
 
     def __len__(self) -> int:
         return len(self.packs)
