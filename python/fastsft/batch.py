@@ -71,9 +71,9 @@ def encode_batch(
     ...                                   {"role": "assistant", "content": "Hello"}]}],
     ...                    "assets/tokenizers/qwen2.5")  # doctest: +SKIP
     """
-    from fastsft.prep import resolve_tokenizer
+    from fastsft.tokenizer_path import locate_tokenizer
 
-    encoder = _encoder(resolve_tokenizer(tokenizer), EncodeOptions(**options).to_core_json())
+    encoder = _encoder(locate_tokenizer(tokenizer), EncodeOptions(**options).to_core_json())
     if output in ("arrays", "arrow"):
         from fastsft.batch_arrays import arrays_to_arrow, encode_arrays
 

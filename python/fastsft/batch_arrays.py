@@ -16,7 +16,7 @@ import numpy as np
 
 from fastsft import _core
 
-IGNORE_INDEX = -100
+from fastsft.labels import IGNORE_INDEX
 
 
 def encode_arrays(encoder: _core.RecordEncoder, records: list[str], threads: int) -> dict[str, Any]:

@@ -23,10 +23,10 @@ class RecordEncoder:
     """
 
     def __init__(self, tokenizer: str | os.PathLike, **options: Unpack[EncodeKwargs]):
-        from fastsft.prep import resolve_tokenizer
+        from fastsft.tokenizer_path import locate_tokenizer
 
         self.options = EncodeOptions(**options)
-        self._core = _core.RecordEncoder(resolve_tokenizer(tokenizer), self.options.to_core_json())
+        self._core = _core.RecordEncoder(locate_tokenizer(tokenizer), self.options.to_core_json())
 
     def encode(self, record: str | Mapping[str, Any]) -> dict[str, Any]:
         return self._core.encode(_text(record))

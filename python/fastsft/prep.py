@@ -12,6 +12,7 @@ from fastsft import _core
 from fastsft.config import PrepOptions
 from fastsft.errors import InputNotFoundError, UsageError
 from fastsft.options_types import PrepKwargs
+from fastsft.tokenizer_path import locate_tokenizer
 
 
 def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
@@ -32,24 +33,6 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> li
             files.append(item)
     seen: set[str] = set()
     return [f for f in files if not (f in seen or seen.add(f))]
-
-
-def resolve_tokenizer(tokenizer: str | os.PathLike) -> str:
-    """A local model directory (or tokenizer.json) as given, else a hub id from the local HF cache."""
-    name = os.fspath(tokenizer)
-    if os.path.exists(name):
-        return name
-    try:
-        from fastsft.hub import resolve_model_dir
-    except ImportError:  # pragma: no cover - hub.py only needs huggingface_hub at call time
-        raise InputNotFoundError(f"{name}: no such directory") from None
-    try:
-        return os.fspath(resolve_model_dir(name))
-    except ImportError:
-        raise InputNotFoundError(
-            f"--tokenizer {name}: not a local directory; to use a hub id from the local cache, "
-            "pip install 'fastsft[interop]'"
-        ) from None
 
 
 def prep(
@@ -78,7 +61,7 @@ def prep(
     output = os.fspath(output)
     if num_shards > 1:
         output = os.path.join(output, shard_dir_name(shard_index, num_shards))
-    return _core.prep(expand_inputs(inputs), resolve_tokenizer(tokenizer), output, opts.to_core_json())
+    return _core.prep(expand_inputs(inputs), locate_tokenizer(tokenizer), output, opts.to_core_json())
 
 
 def shard_dir_name(index: int, count: int) -> str:

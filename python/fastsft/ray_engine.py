@@ -47,7 +47,8 @@ from fastsft.errors import (
     TooManyRejectsError,
     UsageError,
 )
-from fastsft.prep import expand_inputs, resolve_tokenizer
+from fastsft.prep import expand_inputs
+from fastsft.tokenizer_path import locate_tokenizer
 from fastsft.ray_assemble import Unit, assemble, assemble_rejects
 
 # At most 1 GiB of input per unit: a share of a split file reads the whole file (skipping the
@@ -95,7 +96,7 @@ def prep_on_ray(
     target = Path(os.path.abspath(output))
     _check_output(target, opts.overwrite)
     core_options = _core_options(opts, cpus_per_unit)
-    tokenizer_dir = os.path.abspath(resolve_tokenizer(tokenizer))
+    tokenizer_dir = os.path.abspath(locate_tokenizer(tokenizer))
     work = target.parent / f".{target.name}.fastsft-ray-{_plan_id(absolute, tokenizer_dir, core_options)}"
 
     ray = _import_ray()
