@@ -23,7 +23,7 @@ import platform
 import shutil
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +109,7 @@ def main() -> None:
     size = sum((d / n).stat().st_size for n in ARRAYS)
     print(f"command: python benches/bench_integrity.py --gb {args.gb}")
     print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, {platform.platform()}")
-    print(f"date:    {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
+    print(f"date:    {datetime.now(UTC).isoformat(timespec='seconds')}")
     print(f"dataset: {size / 1e9:.2f} GB of arrays ({tokens:,} tokens, uint16 ids)")
     print("| check | cache | seconds | GB/s |")
     print("|---|---|---|---|")

@@ -45,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +214,7 @@ def main() -> None:
     ds = SFTDataset(data)
     print(f"command: python benches/bench_train.py --preset {args.preset} --repeat {args.repeat}" + (f" --steps {args.steps}" if args.steps else ""))
     print(f"machine: {os.cpu_count()} cores, {platform.machine()}, {platform.platform()}; load average {os.getloadavg()}")
-    print(f"date:    {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
+    print(f"date:    {datetime.now(UTC).isoformat(timespec='seconds')}")
     print(f"data:    {len(ds):,} samples, {ds.num_tokens:,} tokens ({ds.num_trained_tokens:,} trained), longest {int(ds.lengths.max())}; "
           f"{preset['steps']} steps a run; torch threads {preset['threads'] or 'default'}; pad batch {preset['batch']}, packed batch {preset['pack_batch']} x {preset['pack_len']} tokens "
           f"(setup {setup_s:.0f} s)")  # fmt: skip

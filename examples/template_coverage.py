@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent

@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import functools
 import gzip
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,7 +168,7 @@ def span_mask(name: str, text: str, spans: list[tuple[int, int]]) -> tuple[list[
     """(ids, mask) of `text` under DESIGN §3's rule, from the `tokenizers` library's char offsets."""
     enc = lib_tokenizer(name).encode(text, add_special_tokens=False)
     special = special_ids(name)
-    if not all(a <= b for a, b in spans) or not all(b <= a for (_, b), (a, _) in zip(spans, spans[1:])):
+    if not all(a <= b for a, b in spans) or not all(b <= a for (_, b), (a, _) in itertools.pairwise(spans)):
         return enc.ids, _span_mask_any_order(enc, special, spans)
     # Spans in order and disjoint: starts and ends both ascend, so for each token only the last
     # span starting before it (does it reach the token?) and the first span starting after its

@@ -14,9 +14,10 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "assets"

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
+
 from fastsft import view
 from fastsft._core import TokenDecoder
 from reference import TOKENIZERS
-from tokenizers import Tokenizer
 
 # Characters split over tokens, a Metaspace leading space, emoji (byte fallback), special tokens.
 TEXT = "[INST] 請翻譯: 今天天氣真好 🤗 [/INST] The weather is nice today.<|im_end|>\n 不客气。🤗🤗 Ünïcödé</s>"

@@ -86,7 +86,7 @@ def test_real_failures_carry_their_attributes(corpus, tmp_path):
     assert many.value.counts == {"empty_conversation": 1} and many.value.read == 2
     bad = tmp_path / "bad.jinja"
     bad.write_text("{% for %}")
-    with pytest.raises(errors.TemplateError, match="bad.jinja: cannot parse") as template:
+    with pytest.raises(errors.TemplateError, match=r"bad\.jinja: cannot parse") as template:
         fastsft.RecordEncoder("assets/tokenizers/qwen2.5", template=str(bad))
     assert template.value.template == str(bad)
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-
 from fastsft.cli import main as cli_main
 from fastsft.data import DatasetFormatError, SFTDataset, read_manifest
 from fastsft.errors import EXIT_INPUT, FastSFTError  # the base of every error fastsft raises (fastsft.FastSFTError)

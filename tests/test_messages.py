@@ -9,8 +9,9 @@ import json
 import subprocess
 import sys
 
-import fastsft
 import numpy as np
+
+import fastsft
 from fastsft import view
 from fastsft.cli import format_summary
 from fastsft.verify import format_report

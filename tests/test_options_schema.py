@@ -15,7 +15,7 @@ import pytest
 import fastsft
 from fastsft import _core
 from fastsft.cli import build_parser
-from fastsft.config import ENCODE_FIELDS, EncodeOptions, PrepOptions, choices_of, flag_of, typed_dicts_source, TYPES_FILE
+from fastsft.config import ENCODE_FIELDS, TYPES_FILE, EncodeOptions, PrepOptions, choices_of, flag_of, typed_dicts_source
 from fastsft.errors import UsageError
 from fastsft.options_types import EncodeKwargs, PrepKwargs
 

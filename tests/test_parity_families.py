@@ -567,8 +567,9 @@ def trimming_copies(tmp_path_factory):
 
 @pytest.mark.parametrize("family", ["llama3.1", "qwen2.5"])
 def test_byte_level_offsets(family, trimming_copies):
-    import fastsft
     from tokenizers import Tokenizer
+
+    import fastsft
 
     trimmed_dir = trimming_copies(family)
     trimmed = Tokenizer.from_file(str(trimmed_dir / "tokenizer.json"))

@@ -128,13 +128,13 @@ def test_output_is_atomic_and_needs_overwrite(tmp_path):
 
 
 def test_missing_and_truncated_inputs_are_clear_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.jsonl"):
         fastsft.prep([tmp_path / "nope.jsonl"], QWEN, tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="no file matches"):
         fastsft.prep([str(tmp_path / "*.jsonl.gz")], QWEN, tmp_path / "out")
     blob = gzip.compress(("".join(json.dumps(GOOD) + "\n" for _ in range(2000))).encode())
     (tmp_path / "cut.jsonl.gz").write_bytes(blob[: len(blob) // 2])
-    with pytest.raises(fastsft.FastSFTError, match="cut.jsonl.gz.*truncated or corrupt"):
+    with pytest.raises(fastsft.FastSFTError, match=r"cut\.jsonl\.gz.*truncated or corrupt"):
         fastsft.prep([tmp_path / "cut.jsonl.gz"], QWEN, tmp_path / "out")
 
 

@@ -43,7 +43,7 @@ def local_ray():
     ray.shutdown()
 
 
-def encode(batch) -> "pa.Table":
+def encode(batch) -> pa.Table:
     """The Ray Data batch function: any batch `encode_batch` takes → one output row per input row."""
     out = fastsft.encode_batch(batch, QWEN, max_len=MAX_LEN)
     return pa.table({
@@ -68,7 +68,7 @@ def prep_records(path: Path, out: Path) -> list[tuple]:
     return [by_line[line] for line in sorted(by_line)]
 
 
-def encode_lines(batch) -> "pa.Table":
+def encode_lines(batch) -> pa.Table:
     """For a dataset of raw lines (`from_items(lines)` names the column "item"): the JSON texts."""
     return encode([str(line) for line in batch["item"]])
 
@@ -118,7 +118,7 @@ def test_from_items_raw_lines_with_bad_records_equals_prep(local_ray, tmp_path):
 
 
 
-def encode_arrow(batch) -> "pa.Table":
+def encode_arrow(batch) -> pa.Table:
     """The batch function with the array output: one Arrow table over flat buffers, no per-token objects."""
     return fastsft.encode_batch(batch, QWEN, max_len=MAX_LEN, output="arrow")
 

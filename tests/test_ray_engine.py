@@ -132,7 +132,7 @@ def test_failed_job_leaves_nothing_and_rerun_reuses_finished_units(cluster, tmp_
     killed: list = []
     killer = threading.Thread(target=kill_a_running_unit, args=(cluster, tmp_path, 1, killed))
     killer.start()
-    with pytest.raises(FastSFTError, match="failed on the Ray cluster.*run the same command again"):
+    with pytest.raises(FastSFTError, match=r"failed on the Ray cluster.*run the same command again"):
         fastsft.prep(inputs, QWEN, tmp_path / "out", engine="ray", max_len=1024, max_retries=0, unit_bytes=one_file_per_unit(inputs))
     killer.join()
     assert killed
@@ -147,7 +147,7 @@ def test_failed_job_leaves_nothing_and_rerun_reuses_finished_units(cluster, tmp_
 def test_options_ray_cannot_take(tmp_path):
     with pytest.raises(UsageError, match="--engine ray splits the work itself"):
         fastsft.prep([str(CORPORA / "llamafactory_identity.jsonl.gz")], QWEN, tmp_path / "o", engine="ray", num_shards=2, shard_index=0)
-    with pytest.raises(UsageError, match="--engine .spark.: expected one of local, ray"):
+    with pytest.raises(UsageError, match=r"--engine 'spark': expected one of local, ray"):
         fastsft.prep([str(CORPORA / "llamafactory_identity.jsonl.gz")], QWEN, tmp_path / "o", engine="spark")
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from fastsft.cli import build_parser
 from fastsft.extras import EXTRAS, INSTALL
 
@@ -81,7 +82,8 @@ COMMANDS = readme_commands(README.read_text(encoding="utf-8"))
 
 def _normalized(lines: list[str]) -> list[str]:
     """Trailing blanks dropped; the numbers (and thread count) of a timing line masked."""
-    timing = lambda x: " ".join(re.sub(r"\d[\d,.]*", "#", x).replace(" thread,", " threads,").split())
+    def timing(x: str) -> str:
+        return " ".join(re.sub(r"\d[\d,.]*", "#", x).replace(" thread,", " threads,").split())
     return [timing(x.rstrip()) if "records/s" in x else x.rstrip() for x in lines]
 
 

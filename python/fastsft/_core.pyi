@@ -5,7 +5,7 @@ Options cross as the JSON of `fastsft.config`'s dataclasses (`EncodeOptions.to_c
 is where they are typed.
 """
 
-from typing import Literal, TypedDict
+from typing import Any, TypedDict
 
 import numpy as np
 import numpy.typing as npt

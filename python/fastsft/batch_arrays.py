@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from fastsft import _core
-
 from fastsft.labels import IGNORE_INDEX
 
 

@@ -125,9 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     register_check(subparsers)
     try:
         from fastsft.train import register_cli as register_train
-    except ImportError:
-        register_train = None
-    if register_train is not None:
+    except ImportError:  # a broken install of the training side must not take prep down with it
+        pass
+    else:
         register_train(subparsers)
     return parser
 
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = extra_for(error)
         if extra is None:
             raise
-        print(f"fastsft {args.command}: error: {missing_extra(extra, args.command, [error.name])}", file=sys.stderr)
+        print(f"fastsft {args.command}: error: {missing_extra(extra, args.command, [error.name or extra])}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("fastsft: interrupted; nothing was written to the output path", file=sys.stderr)

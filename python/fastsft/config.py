@@ -14,6 +14,7 @@ the code that reads it); then `python -c "import fastsft.config as c; c.write_ty
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import sys
 import typing
@@ -245,8 +246,9 @@ TYPES_FILE = Path(__file__).with_name("options_types.py")
 def _annotation(cls: type, name: str) -> str:
     """The field's annotation as written in the class (a string under `from __future__ import annotations`)."""
     for klass in cls.__mro__:
-        if name in klass.__dict__.get("__annotations__", {}):
-            return klass.__dict__["__annotations__"][name]
+        own = inspect.get_annotations(klass)
+        if name in own:
+            return own[name]
     raise KeyError(name)
 
 

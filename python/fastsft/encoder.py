@@ -28,16 +28,16 @@ class RecordEncoder:
         self.options = EncodeOptions(**options)
         self._core = _core.RecordEncoder(locate_tokenizer(tokenizer), self.options.to_core_json())
 
-    def encode(self, record: str | Mapping[str, Any]) -> dict[str, Any]:
+    def encode(self, record: str | Mapping[str, Any]) -> _core.Encoded:
         return self._core.encode(_text(record))
 
-    def encode_batch(self, records: list[str], threads: int = 1) -> dict[str, Any]:
+    def encode_batch(self, records: list[str], threads: int = 1) -> _core.EncodedBatch:
         return self._core.encode_batch(records, threads)
 
-    def render(self, record: str | Mapping[str, Any]) -> dict[str, Any]:
+    def render(self, record: str | Mapping[str, Any]) -> _core.Rendered:
         return self._core.render(_text(record))
 
-    def conversation(self, record: str | Mapping[str, Any]) -> dict[str, Any]:
+    def conversation(self, record: str | Mapping[str, Any]) -> _core.Conversation:
         return self._core.conversation(_text(record))
 
     @property

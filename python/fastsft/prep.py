@@ -31,8 +31,7 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> li
             files.extend(matches)
         else:
             files.append(item)
-    seen: set[str] = set()
-    return [f for f in files if not (f in seen or seen.add(f))]
+    return list(dict.fromkeys(files))  # de-duplicated, first occurrence kept
 
 
 def prep(
@@ -61,7 +60,7 @@ def prep(
     output = os.fspath(output)
     if num_shards > 1:
         output = os.path.join(output, shard_dir_name(shard_index, num_shards))
-    return _core.prep(expand_inputs(inputs), locate_tokenizer(tokenizer), output, opts.to_core_json())
+    return dict(_core.prep(expand_inputs(inputs), locate_tokenizer(tokenizer), output, opts.to_core_json()))
 
 
 def shard_dir_name(index: int, count: int) -> str:

@@ -66,7 +66,7 @@ class NpyOut:
 
     def __init__(self, path: Path, descr: str, row_len: int | None = None):
         self.path, self.descr, self.row_len = path, descr, row_len
-        self.file = open(path, "wb")  # noqa: SIM115 - closed in finish()
+        self.file = open(path, "wb")
         self.file.write(b"\0" * HEADER_LEN)
         self.items = 0
         self.sha256 = hashlib.sha256()
@@ -136,7 +136,7 @@ def assemble(units: list[Unit], files: list[str], absolute: list[str], tmp: Path
         "turns.npy": NpyOut(tmp / "turns.npy", "<i8"),
     }
     outs["offsets.npy"].write(np.zeros(1, dtype=np.int64))
-    counts: dict[str, Any] = {key: 0 for key in COUNT_KEYS}
+    counts: dict[str, Any] = dict.fromkeys(COUNT_KEYS, 0)
     counts["rejected_by_reason"] = {}
     inputs: list[dict[str, Any]] = []
     tokens_so_far = 0

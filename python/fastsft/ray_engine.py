@@ -48,8 +48,8 @@ from fastsft.errors import (
     UsageError,
 )
 from fastsft.prep import expand_inputs
-from fastsft.tokenizer_path import locate_tokenizer
 from fastsft.ray_assemble import Unit, assemble, assemble_rejects
+from fastsft.tokenizer_path import locate_tokenizer
 
 # At most 1 GiB of input per unit: a share of a split file reads the whole file (skipping the
 # other shares' records), so shares cost a re-read each; at this size a unit encodes for a minute
@@ -148,7 +148,7 @@ def prep_on_ray(
     # options (they can no longer be resumed into it).
     for stale in target.parent.glob(f".{glob.escape(target.name)}.fastsft-ray-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    summary = {key: value for key, value in counts.items()}
+    summary = dict(counts)
     summary.update(output=os.fspath(output), seconds=time.monotonic() - started, threads=min(slots, len(units)) * cpus_per_unit,
                    skipped=False, engine="ray", units=len(units), units_reused=reused, nodes=nodes)
     return summary
