@@ -148,10 +148,10 @@ impl Source {
         for path in &paths {
             let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
             if !meta.is_file() && !is_columnar(path) {
-                return Err(Error::config(format!(
-                    "{}: not a file (directories are read only when written by datasets' save_to_disk)",
-                    path.display()
-                )));
+                return Err(Error::BadFile {
+                    path: path.clone(),
+                    detail: "not a file (directories are read only when written by datasets' save_to_disk)".into(),
+                });
             }
         }
         Ok(Source { paths, next_file: 0, current: None, infos: Vec::new(), shard: Shard::WHOLE, seen: 0 })

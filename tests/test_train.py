@@ -85,11 +85,11 @@ def test_mismatched_tokenizer_refused(tmp_path, qwen_model_dir):
     assert f"{qwen_model_dir / 'tokenizer.json'} has sha256 {qwen_sha}" in msg
     assert f"fastsft prep --tokenizer {qwen_model_dir}" in msg
 
-    # through the command line: exit status 2 and the same message, before any model is loaded
+    # through the command line: exit status 3 (an input that does not fit) and the same message, before any model is loaded
     args = _parser().parse_args(["train", "--data", str(data), "--model", str(qwen_model_dir), "-o", str(tmp_path / "o")])
     from fastsft.train import train_main
 
-    assert train_main(args) == 2
+    assert train_main(args) == 3
     assert not (tmp_path / "o").exists()
 
 
@@ -383,20 +383,21 @@ def test_ctrl_c_names_the_checkpoint_kept_and_resume_continues_from_it(small_dat
 
 
 # (case, extra flags, what the one line says); {tmp} is the test's directory
+# (name, flags, message, exit code: 2 usage, 3 input, 5 output; fastsft/errors.py)
 USER_ERRORS = [
-    ("zero grad accum", ["--grad-accum", "0"], "--grad-accum 0: must be at least 1"),
-    ("zero max steps", ["--max-steps", "0"], "--max-steps 0: must be positive"),
-    ("deepspeed file not JSON", ["--deepspeed", "{tmp}/bad.json"], "--deepspeed {tmp}/bad.json: not valid JSON"),
-    ("resume without checkpoint", ["--resume"], "--resume: no complete checkpoint in {tmp}/run"),
-    ("resume from a non-checkpoint", ["--resume", "{tmp}"], "--resume {tmp}: not a complete checkpoint"),
-    ("output under a file", ["-o", "{tmp}/bad.json/run"], "--output {tmp}/bad.json/run: cannot create it (Not a directory)"),
-    ("model without config", ["--model", "{tmp}/model"], "{tmp}/model: no config.json"),
-    ("report to a missing package", ["--report-to", "wandb"], "--report-to wandb: wandb not installed (pip install wandb)"),
+    ("zero grad accum", ["--grad-accum", "0"], "--grad-accum 0: must be at least 1", 2),
+    ("zero max steps", ["--max-steps", "0"], "--max-steps 0: must be positive", 2),
+    ("deepspeed file not JSON", ["--deepspeed", "{tmp}/bad.json"], "--deepspeed {tmp}/bad.json: not valid JSON", 3),
+    ("resume without checkpoint", ["--resume"], "--resume: no complete checkpoint in {tmp}/run", 3),
+    ("resume from a non-checkpoint", ["--resume", "{tmp}"], "--resume {tmp}: not a complete checkpoint", 3),
+    ("output under a file", ["-o", "{tmp}/bad.json/run"], "--output {tmp}/bad.json/run: cannot create it (Not a directory)", 5),
+    ("model without config", ["--model", "{tmp}/model"], "{tmp}/model: no config.json", 3),
+    ("report to a missing package", ["--report-to", "wandb"], "--report-to wandb: wandb not installed (pip install wandb)", 2),
 ]
 
 
-@pytest.mark.parametrize(("flags", "says"), [c[1:] for c in USER_ERRORS], ids=[c[0] for c in USER_ERRORS])
-def test_user_errors_are_one_line_exit_2(small_data, tiny_model, tmp_path, capsys, flags, says):
+@pytest.mark.parametrize(("flags", "says", "code"), [c[1:] for c in USER_ERRORS], ids=[c[0] for c in USER_ERRORS])
+def test_user_errors_are_one_line_with_their_exit_code(small_data, tiny_model, tmp_path, capsys, flags, says, code):
     import importlib.util
 
     from fastsft.cli import main
@@ -407,6 +408,6 @@ def test_user_errors_are_one_line_exit_2(small_data, tiny_model, tmp_path, capsy
     (tmp_path / "model").mkdir()
     shutil.copyfile(tiny_model / "tokenizer.json", tmp_path / "model" / "tokenizer.json")
     args = ["train", "--data", str(small_data), "--model", str(tiny_model), "-o", str(tmp_path / "run"), "--max-steps", "1"]
-    assert main(args + [f.format(tmp=tmp_path) for f in flags]) == 2
+    assert main(args + [f.format(tmp=tmp_path) for f in flags]) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("fastsft train: error: " + says.format(tmp=tmp_path)), err[-3:]

@@ -22,7 +22,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import MissingExtraError, exit_code_for
+from .errors import FileAccessError, MissingExtraError, exit_code_for
 from .tokenizer_path import resolve_tokenizer
 from .train_exit import (
     EXIT_ERROR,
@@ -88,7 +88,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     try:  # before the model loads: a bad --output should not cost a model load to find out
         Path(opts.output).mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise TrainSetupError(f"--output {opts.output}: cannot create it ({e.strerror or e})") from None
+        raise FileAccessError(f"--output {opts.output}: cannot create it ({e.strerror or e})") from None
 
     pack_fill = None
     train_items: PackedDataset | SFTDataset | SFTSubset
