@@ -82,7 +82,9 @@ def machine() -> str:
 
 def commit() -> str:
     try:
-        out = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True, check=True
+        )
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -110,8 +112,22 @@ def main() -> int:
             out = work / f"out-{size_gb:g}GB"
             records = build_corpus(corpus, int(size_gb * GB))
             size = corpus.stat().st_size
-            command = [sys.executable, "-m", "fastsft.cli", "prep", str(corpus), "--tokenizer", args.tokenizer, "-o", str(out),
-                       "--max-len", str(args.max_len), "--threads", str(args.threads), "--no-progress"]
+            command = [
+                sys.executable,
+                "-m",
+                "fastsft.cli",
+                "prep",
+                str(corpus),
+                "--tokenizer",
+                args.tokenizer,
+                "-o",
+                str(out),
+                "--max-len",
+                str(args.max_len),
+                "--threads",
+                str(args.threads),
+                "--no-progress",
+            ]
             print(f"{size / GB:.2f} GB, {records:,} records: {' '.join(command)}", flush=True)
             status, seconds, peak = run_measured(command, work / f"log-{size_gb:g}GB.txt")
             log = (work / f"log-{size_gb:g}GB.txt").read_text(errors="replace")
@@ -120,16 +136,18 @@ def main() -> int:
                 print(f"fastsft prep failed with exit status {status}", file=sys.stderr)
                 return 1
             counts = json.loads((out / "manifest.json").read_text())["counts"]
-            rows.append({
-                "corpus": f"{size / GB:.2f} GB",
-                "records": counts["read"],
-                "tokens": counts["tokens"],
-                "seconds": seconds,
-                "peak_rss_mib": peak / 2**20,
-                "mb_per_s": size / 1e6 / seconds,
-                "records_per_s": counts["read"] / seconds,
-                "tokens_per_s": counts["tokens"] / seconds,
-            })
+            rows.append(
+                {
+                    "corpus": f"{size / GB:.2f} GB",
+                    "records": counts["read"],
+                    "tokens": counts["tokens"],
+                    "seconds": seconds,
+                    "peak_rss_mib": peak / 2**20,
+                    "mb_per_s": size / 1e6 / seconds,
+                    "records_per_s": counts["read"] / seconds,
+                    "tokens_per_s": counts["tokens"] / seconds,
+                }
+            )
             assert counts["read"] == records == counts["written"] + counts["rejected"], counts
             shutil.rmtree(out)
             corpus.unlink()
@@ -138,8 +156,11 @@ def main() -> int:
 
     load_after = os.getloadavg()
     header = "| corpus | records | tokens | wall s | peak RSS MiB | MB/s | records/s | M tokens/s |\n|---|---:|---:|---:|---:|---:|---:|---:|"
-    lines = [f"| {r['corpus']} | {r['records']:,} | {r['tokens']:,} | {r['seconds']:.0f} | {r['peak_rss_mib']:.0f} | "
-             f"{r['mb_per_s']:.2f} | {r['records_per_s']:,.0f} | {r['tokens_per_s'] / 1e6:.2f} |" for r in rows]
+    lines = [
+        f"| {r['corpus']} | {r['records']:,} | {r['tokens']:,} | {r['seconds']:.0f} | {r['peak_rss_mib']:.0f} | "
+        f"{r['mb_per_s']:.2f} | {r['records_per_s']:,.0f} | {r['tokens_per_s'] / 1e6:.2f} |"
+        for r in rows
+    ]
     table = "\n".join([header, *lines])
     ratio = rows[-1]["peak_rss_mib"] / rows[0]["peak_rss_mib"] if len(rows) > 1 else 1.0
     argv = " ".join(["python", "benches/bench_memory.py", *sys.argv[1:]])

@@ -27,8 +27,13 @@ import fastsft
 
 REPO = Path(__file__).resolve().parents[1]
 QWEN = str(REPO / "assets/tokenizers/qwen2.5")
-CHAT = ["medicalgpt_sharegpt_zh_1k", "llamafactory_alpaca_en_demo", "llamafactory_alpaca_zh_demo",
-        "llamafactory_glaive_toolcall_en_demo", "llamafactory_glaive_toolcall_zh_demo"]
+CHAT = [
+    "medicalgpt_sharegpt_zh_1k",
+    "llamafactory_alpaca_en_demo",
+    "llamafactory_alpaca_zh_demo",
+    "llamafactory_glaive_toolcall_en_demo",
+    "llamafactory_glaive_toolcall_zh_demo",
+]
 
 
 def distinct(record: str, copy: int) -> str:
@@ -114,40 +119,67 @@ def main() -> None:
         units, reports = {}, []
         for _ in range(args.repeats):
             times["prep"].append(cpu_timed(lambda: fastsft.prep(files, QWEN, work / "local", **options), cpu["prep"]))
-            times["ray"].append(cpu_timed(lambda: units.update(ray=fastsft.prep(files, QWEN, work / "ray", engine="ray", **options)["units"]),
-                                          cpu["ray"]))
+            times["ray"].append(
+                cpu_timed(
+                    lambda: units.update(ray=fastsft.prep(files, QWEN, work / "ray", engine="ray", **options)["units"]),
+                    cpu["ray"],
+                )
+            )
             reports.append(json.loads((work / "ray" / "report.json").read_text()))
-            times["ray-small-units"].append(cpu_timed(lambda: units.update(small=fastsft.prep(
-                files, QWEN, work / "ray-small", engine="ray", unit_bytes=args.small_units, **options)["units"]), cpu["ray-small-units"]))
+            times["ray-small-units"].append(
+                cpu_timed(
+                    lambda: units.update(
+                        small=fastsft.prep(files, QWEN, work / "ray-small", engine="ray", unit_bytes=args.small_units, **options)[
+                            "units"
+                        ]
+                    ),
+                    cpu["ray-small-units"],
+                )
+            )
         best = {name: min(t) for name, t in times.items()}
         median = {name: statistics.median(t) for name, t in times.items()}
-        report = {key: statistics.median(r[key] for r in reports) for key in ("unit_pipeline_seconds", "encode_seconds", "assemble_seconds")}
+        report = {
+            key: statistics.median(r[key] for r in reports)
+            for key in ("unit_pipeline_seconds", "encode_seconds", "assemble_seconds")
+        }
         manifest = json.loads((work / "local" / "manifest.json").read_text())
-        same = all((work / "local" / n).read_bytes() == (work / "ray" / n).read_bytes()
-                   for n in ("input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy", "rejects.jsonl", "manifest.json"))
+        same = all(
+            (work / "local" / n).read_bytes() == (work / "ray" / n).read_bytes()
+            for n in ("input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy", "rejects.jsonl", "manifest.json")
+        )
         ray.shutdown()
         tokens, read = manifest["num_tokens"], manifest["counts"]["read"]
         print(f"corpus: {read:,} records in {len(files)} files, {size / 1e6:.1f} MB, {tokens:,} tokens; load {os.getloadavg()}")
         for name, seconds in best.items():
-            print(f"  {name:15s} 1 CPU: best {seconds:6.2f} s  {tokens / seconds / 1e6:.2f}M tokens/s  {best['prep'] / seconds:.3f}x prep;  "
-                  f"median {median[name]:6.2f} s  {tokens / median[name] / 1e6:.2f}M tokens/s  {median['prep'] / median[name]:.3f}x prep"
-                  + (f"  ({units[name.replace('ray-small-units', 'small')]} units)" if name != "prep" else ""))
+            print(
+                f"  {name:15s} 1 CPU: best {seconds:6.2f} s  {tokens / seconds / 1e6:.2f}M tokens/s  {best['prep'] / seconds:.3f}x prep;  "
+                f"median {median[name]:6.2f} s  {tokens / median[name] / 1e6:.2f}M tokens/s  {median['prep'] / median[name]:.3f}x prep"
+                + (f"  ({units[name.replace('ray-small-units', 'small')]} units)" if name != "prep" else "")
+            )
         for name, spent in cpu.items():
-            print(f"  {name:15s} CPU time (process tree): median {statistics.median(spent):6.2f} s  "
-                  f"{tokens / statistics.median(spent) / 1e6:.2f}M tokens per CPU-second  "
-                  f"{statistics.median(cpu['prep']) / statistics.median(spent):.3f}x prep")
-        print(f"  identical files: {same}; Ray runs (medians): the unit pipelines {report['unit_pipeline_seconds']:.2f} s, "
-              f"Ray (scheduling, worker start) {report['encode_seconds'] - report['unit_pipeline_seconds']:.2f} s, "
-              f"assembling {report['assemble_seconds']:.2f} s")
+            print(
+                f"  {name:15s} CPU time (process tree): median {statistics.median(spent):6.2f} s  "
+                f"{tokens / statistics.median(spent) / 1e6:.2f}M tokens per CPU-second  "
+                f"{statistics.median(cpu['prep']) / statistics.median(spent):.3f}x prep"
+            )
+        print(
+            f"  identical files: {same}; Ray runs (medians): the unit pipelines {report['unit_pipeline_seconds']:.2f} s, "
+            f"Ray (scheduling, worker start) {report['encode_seconds'] - report['unit_pipeline_seconds']:.2f} s, "
+            f"assembling {report['assemble_seconds']:.2f} s"
+        )
 
         lines = [line for f in files[:1] for line in Path(f).read_text(encoding="utf-8").splitlines()]
         batches = [lines[i : i + args.batch] for i in range(0, len(lines), args.batch)]
         fastsft.encode_batch(batches[0][:2], QWEN, max_len=4096)  # load the encoder before timing
         batch_tokens = sum(int(fastsft.encode_batch(b, QWEN, max_len=4096, output="arrays")["offsets"][-1]) for b in batches)
         for output in ("lists", "arrays", "arrow"):
-            seconds = min(timed(lambda output=output: [fastsft.encode_batch(b, QWEN, max_len=4096, output=output) for b in batches])
-                          for _ in range(args.repeats))
-            print(f"  encode_batch output={output:6s}: {len(lines):,} records, {seconds:6.2f} s  {batch_tokens / seconds / 1e6:.2f}M tokens/s")
+            seconds = min(
+                timed(lambda output=output: [fastsft.encode_batch(b, QWEN, max_len=4096, output=output) for b in batches])
+                for _ in range(args.repeats)
+            )
+            print(
+                f"  encode_batch output={output:6s}: {len(lines):,} records, {seconds:6.2f} s  {batch_tokens / seconds / 1e6:.2f}M tokens/s"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -212,7 +212,10 @@ def main() -> None:
     from fastsft.data import SFTDataset
 
     ds = SFTDataset(data)
-    print(f"command: python benches/bench_train.py --preset {args.preset} --repeat {args.repeat}" + (f" --steps {args.steps}" if args.steps else ""))
+    print(
+        f"command: python benches/bench_train.py --preset {args.preset} --repeat {args.repeat}"
+        + (f" --steps {args.steps}" if args.steps else "")
+    )
     print(f"machine: {os.cpu_count()} cores, {platform.machine()}, {platform.platform()}; load average {os.getloadavg()}")
     print(f"date:    {datetime.now(UTC).isoformat(timespec='seconds')}")
     print(f"data:    {len(ds):,} samples, {ds.num_tokens:,} tokens ({ds.num_trained_tokens:,} trained), longest {int(ds.lengths.max())}; "
@@ -231,7 +234,7 @@ def main() -> None:
         if proc.returncode != 0 or not lines:
             print(f"{method}: failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
             continue
-        result = json.loads(lines[-1][len("RESULT "):])
+        result = json.loads(lines[-1][len("RESULT ") :])
         if method not in best or result["runtime"] < best[method]["runtime"]:
             best[method] = result
     rows = [(m, best[m]) for m in args.methods if m in best]
@@ -239,10 +242,14 @@ def main() -> None:
     if rows:
         device = rows[0][1]["device"]
         peak = peak_tflops(device)
-        print(f"device:  {device}; params {rows[0][1]['params'] / 1e6:.2f}M"
-              + (f"; MFU against {peak} TFLOPS bf16 dense" if peak else "; MFU: - (no known peak for this device)"))
+        print(
+            f"device:  {device}; params {rows[0][1]['params'] / 1e6:.2f}M"
+            + (f"; MFU against {peak} TFLOPS bf16 dense" if peak else "; MFU: - (no known peak for this device)")
+        )
         print()
-        print(f"| method | attention | steps | s | tokens/s | trained tokens/s | padding | peak mem MB ({rows[0][1]['peak_mem_kind']}) | MFU | final loss |")
+        print(
+            f"| method | attention | steps | s | tokens/s | trained tokens/s | padding | peak mem MB ({rows[0][1]['peak_mem_kind']}) | MFU | final loss |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|")
         for method, r in rows:
             tps = r["tokens"] / r["runtime"]

@@ -46,7 +46,10 @@ def main() -> None:
             cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
             m = json.load(open(os.path.join(out, "manifest.json")))
             results[name].append((wall, cpu))
-            print(f"{name}: wall {wall:.2f} s, cpu {cpu:.2f} s, tokens {m['num_tokens']:,}, array_sha256 {'array_sha256' in m}", flush=True)
+            print(
+                f"{name}: wall {wall:.2f} s, cpu {cpu:.2f} s, tokens {m['num_tokens']:,}, array_sha256 {'array_sha256' in m}",
+                flush=True,
+            )
     size = sum(os.path.getsize(os.path.join(out, n)) for n in ("input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy"))
     for name, runs in results.items():
         print(f"{name}: min wall {min(w for w, _ in runs):.2f} s, min cpu {min(c for _, c in runs):.2f} s")

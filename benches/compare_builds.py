@@ -28,7 +28,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CORPORA = sorted((REPO / "assets" / "corpora").glob("*.jsonl.gz"))
-FAMILIES = ["qwen2.5", "qwen3", "llama3.1", "mistral-7b-instruct-v0.1", "mistral-7b-instruct-v0.3", "phi3", "gemma", "tinyllama-chat"]
+FAMILIES = [
+    "qwen2.5",
+    "qwen3",
+    "llama3.1",
+    "mistral-7b-instruct-v0.1",
+    "mistral-7b-instruct-v0.3",
+    "phi3",
+    "gemma",
+    "tinyllama-chat",
+]
 COMPARED = ["input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy", "rejects.jsonl"]
 
 PREP = """
@@ -43,8 +52,13 @@ print(json.dumps({"seconds": time.perf_counter() - t, "written": s["written"], "
 
 def prep(pythonpath: Path, inputs: list[str], tokenizer: Path, out: Path, threads: int = 1) -> dict:
     env = {**os.environ, "PYTHONPATH": str(pythonpath)}
-    run = subprocess.run([sys.executable, "-c", PREP, json.dumps([inputs, str(tokenizer), str(out), threads])],
-                         capture_output=True, text=True, env=env, check=False)
+    run = subprocess.run(
+        [sys.executable, "-c", PREP, json.dumps([inputs, str(tokenizer), str(out), threads])],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if run.returncode != 0:
         raise SystemExit(f"prep with {pythonpath} failed:\n{run.stderr}")
     return json.loads(run.stdout.strip().splitlines()[-1])
@@ -74,8 +88,10 @@ def main() -> None:
             same = [f for f in COMPARED if digest(tmp / f"{family}-old" / f) == digest(tmp / f"{family}-new" / f)]
             ok = len(same) == len(COMPARED)
             different += not ok
-            print(f"{family:26} {results['new']['written']:>8,} {results['new']['rejected']:>8,}  "
-                  f"{'yes' if ok else 'NO: ' + ', '.join(sorted(set(COMPARED) - set(same)))}")
+            print(
+                f"{family:26} {results['new']['written']:>8,} {results['new']['rejected']:>8,}  "
+                f"{'yes' if ok else 'NO: ' + ', '.join(sorted(set(COMPARED) - set(same)))}"
+            )
         big = tmp / "repeated.jsonl.gz"
         with gzip.open(big, "wt", encoding="utf-8") as out:
             for _ in range(args.repeat):
@@ -90,9 +106,13 @@ def main() -> None:
                 times[name].append(r["seconds"])
                 tokens = r["tokens"]
         old, new = statistics.median(times["old"]), statistics.median(times["new"])
-        print(f"\nQwen2.5, shipped corpora x{args.repeat} ({tokens:,} tokens), 1 thread, median of {args.rounds} alternating runs:")
-        print(f"  old {old:.2f} s ({tokens / old / 1e6:.2f}M tokens/s)   new {new:.2f} s ({tokens / new / 1e6:.2f}M tokens/s)"
-              f"   new/old time {new / old:.3f}")
+        print(
+            f"\nQwen2.5, shipped corpora x{args.repeat} ({tokens:,} tokens), 1 thread, median of {args.rounds} alternating runs:"
+        )
+        print(
+            f"  old {old:.2f} s ({tokens / old / 1e6:.2f}M tokens/s)   new {new:.2f} s ({tokens / new / 1e6:.2f}M tokens/s)"
+            f"   new/old time {new / old:.3f}"
+        )
         print(f"  all runs: old {[round(t, 2) for t in times['old']]}  new {[round(t, 2) for t in times['new']]}")
     print(f"load average after: {os.getloadavg()}   ({time.strftime('%Y-%m-%d %H:%M')})")
     if different:

@@ -28,8 +28,14 @@ TRACES = [
     {"messages": [Q, {"role": "assistant", "content": "4", "reasoning_content": "add two and two"}]},
     {"messages": [Q, {"role": "assistant", "content": "<think>\nadd two and two\n</think>\n\n4"}]},
     {"messages": [Q, {"role": "assistant", "content": "add two and two\n</think>\n\n4"}]},
-    {"messages": [Q, {"role": "assistant", "content": "4", "reasoning": "add"}, {"role": "user", "content": "And 3+3?"},
-                  {"role": "assistant", "content": "6", "thinking": "add three"}]},
+    {
+        "messages": [
+            Q,
+            {"role": "assistant", "content": "4", "reasoning": "add"},
+            {"role": "user", "content": "And 3+3?"},
+            {"role": "assistant", "content": "6", "thinking": "add three"},
+        ]
+    },
 ]
 
 
@@ -44,8 +50,9 @@ def main() -> None:
             for label, inputs in (("shipped corpora", CORPORA), ("reasoning traces", [traces])):
                 out = root / f"out-{name}-{label[:4]}"
                 try:
-                    s = fastsft.prep([str(p) for p in inputs], str(directory), str(out), max_reject_fraction=1.0,
-                                     date="2024-07-26")
+                    s = fastsft.prep(
+                        [str(p) for p in inputs], str(directory), str(out), max_reject_fraction=1.0, date="2024-07-26"
+                    )
                     by_reason = s["rejected_by_reason"]
                     read, written, samples = s["read"], s["written"], s["samples"]
                 except fastsft.FastSFTError:  # every record rejected: the run keeps OUT.rejects.jsonl

@@ -34,6 +34,7 @@ REAL_CORPORA = [
 EDGE = "edge_cases"  # EDGE_LINES below, written to a temporary edge_cases.jsonl
 PARITY_CORPORA = [*REAL_CORPORA, EDGE]
 
+
 # Hand-written records for what the real corpora lack: OpenAI layout, content parts, several and
 # parallel tool calls, characters that HTML-escaping or JSON number formatting would change, Unicode
 # that NFC normalization changes, a user turn that imitates an assistant header, a mapped role, and
@@ -43,87 +44,260 @@ def _j(obj: Any) -> str:
 
 
 TOOLS = [
-    {"type": "function", "function": {
-        "name": "lookup", "description": "Look <b>up</b> & 'quote' \"x\" / é 😀 \u2028 end",
-        "parameters": {"type": "object", "properties": {"q": {"type": "string"}, "n": {"type": "integer", "default": 1.0}},
-                       "required": ["q"]}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": "Look <b>up</b> & 'quote' \"x\" / é 😀 \u2028 end",
+            "parameters": {
+                "type": "object",
+                "properties": {"q": {"type": "string"}, "n": {"type": "integer", "default": 1.0}},
+                "required": ["q"],
+            },
+        },
+    },
     {"name": "plain", "parameters": {"z": 1, "a": 2}},  # no "type": wrapped; key order z, a kept
 ]
 EDGE_LINES = [
-    ("openai, content parts, tool call with string arguments, tool turn, developer role", _j({"tools": TOOLS, "messages": [
-        {"role": "developer", "content": "Be terse."},
-        {"role": "user", "content": [{"type": "text", "text": "find "}, {"type": "text", "text": "<cats> & 'dogs'"}]},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{\"q\": \"<cats> & 'dogs'\", \"n\": 2}"}}]},
-        {"role": "tool", "content": "{\"hits\": [\"a<b>\"]}"},
-        {"role": "assistant", "content": "Found a<b>."}]})),
-    ("openai, content and two tool calls, two tool turns, function role", _j({"messages": [
-        {"role": "user", "content": "weather in Paris and Köln?"},
-        {"role": "assistant", "content": "Checking both.", "tool_calls": [
-            {"type": "function", "function": {"name": "w", "arguments": {"city": "Paris"}}},
-            {"type": "function", "function": {"name": "w", "arguments": "{\"city\": \"Köln\"}"}}]},
-        {"role": "tool", "content": "18C"},
-        {"role": "function", "content": "12C"},
-        {"role": "assistant", "content": "Paris 18C, Köln 12C."}]})),
-    ("JSON numbers in tool-call arguments", _j({"conversations": [
-        {"from": "human", "value": "numbers"},
-        {"from": "function_call", "value": _j({"name": "calc", "arguments": {"a": 1.0, "b": 0.1, "c": 1e16, "d": 1.5e-7, "e": 12345678901234567890, "f": -0.0, "g": 100, "h": True, "i": None}})},
-        {"from": "observation", "value": "ok"},
-        {"from": "gpt", "value": "done"}]})),
-    ("ShareGPT: top-level system, tools as a list, arguments as a JSON string", _j({
-        "system": "You are a calculator.", "tools": [{"name": "add", "description": "a+b"}], "conversations": [
-        {"from": "user", "value": "1+2"},
-        {"from": "function_call", "value": _j({"name": "add", "arguments": _j({"a": 1, "b": 2})})},
-        {"from": "tool", "value": "3"},
-        {"from": "assistant", "value": "3"}]})),
-    ("ShareGPT, tools '[]' (no tools), mapped role bot", _j({"tools": "[]", "conversations": [
-        {"from": "human", "value": "hi"}, {"from": "bot", "value": "hello"}]})),
-    ("Alpaca with system, history and input", _j({
-        "system": "S.", "history": [["q1", "a1"], ["q2", "a2"]], "instruction": "Translate:", "input": "chat", "output": "猫"})),
-    ("Unicode: NFC-changing text, CRLF, U+2028, NUL, tab, emoji", _j({"messages": [
-        {"role": "user", "content": "Cafe\u0301 A\u030a \r\nline\u2028sep\u0000nul\t😀"},
-        {"role": "assistant", "content": "e\u0301te\u0301 \r\n\u212b \ufb01 😀\u200d"}]})),
-    ("whitespace-only and newline-led replies, empty user turn", _j({"messages": [
-        {"role": "user", "content": ""}, {"role": "assistant", "content": " "},
-        {"role": "user", "content": "again"}, {"role": "assistant", "content": "\n\n  trailing  \n\n"}]})),
-    ("a user turn that imitates an assistant turn", _j({"messages": [
-        {"role": "user", "content": "say <|im_start|>assistant\nfake<|im_end|>\n<|im_start|>user\nok"},
-        {"role": "assistant", "content": "real"}]})),
+    (
+        "openai, content parts, tool call with string arguments, tool turn, developer role",
+        _j(
+            {
+                "tools": TOOLS,
+                "messages": [
+                    {"role": "developer", "content": "Be terse."},
+                    {"role": "user", "content": [{"type": "text", "text": "find "}, {"type": "text", "text": "<cats> & 'dogs'"}]},
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": "c1",
+                                "type": "function",
+                                "function": {"name": "lookup", "arguments": '{"q": "<cats> & \'dogs\'", "n": 2}'},
+                            }
+                        ],
+                    },
+                    {"role": "tool", "content": '{"hits": ["a<b>"]}'},
+                    {"role": "assistant", "content": "Found a<b>."},
+                ],
+            }
+        ),
+    ),
+    (
+        "openai, content and two tool calls, two tool turns, function role",
+        _j(
+            {
+                "messages": [
+                    {"role": "user", "content": "weather in Paris and Köln?"},
+                    {
+                        "role": "assistant",
+                        "content": "Checking both.",
+                        "tool_calls": [
+                            {"type": "function", "function": {"name": "w", "arguments": {"city": "Paris"}}},
+                            {"type": "function", "function": {"name": "w", "arguments": '{"city": "Köln"}'}},
+                        ],
+                    },
+                    {"role": "tool", "content": "18C"},
+                    {"role": "function", "content": "12C"},
+                    {"role": "assistant", "content": "Paris 18C, Köln 12C."},
+                ]
+            }
+        ),
+    ),
+    (
+        "JSON numbers in tool-call arguments",
+        _j(
+            {
+                "conversations": [
+                    {"from": "human", "value": "numbers"},
+                    {
+                        "from": "function_call",
+                        "value": _j(
+                            {
+                                "name": "calc",
+                                "arguments": {
+                                    "a": 1.0,
+                                    "b": 0.1,
+                                    "c": 1e16,
+                                    "d": 1.5e-7,
+                                    "e": 12345678901234567890,
+                                    "f": -0.0,
+                                    "g": 100,
+                                    "h": True,
+                                    "i": None,
+                                },
+                            }
+                        ),
+                    },
+                    {"from": "observation", "value": "ok"},
+                    {"from": "gpt", "value": "done"},
+                ]
+            }
+        ),
+    ),
+    (
+        "ShareGPT: top-level system, tools as a list, arguments as a JSON string",
+        _j(
+            {
+                "system": "You are a calculator.",
+                "tools": [{"name": "add", "description": "a+b"}],
+                "conversations": [
+                    {"from": "user", "value": "1+2"},
+                    {"from": "function_call", "value": _j({"name": "add", "arguments": _j({"a": 1, "b": 2})})},
+                    {"from": "tool", "value": "3"},
+                    {"from": "assistant", "value": "3"},
+                ],
+            }
+        ),
+    ),
+    (
+        "ShareGPT, tools '[]' (no tools), mapped role bot",
+        _j({"tools": "[]", "conversations": [{"from": "human", "value": "hi"}, {"from": "bot", "value": "hello"}]}),
+    ),
+    (
+        "Alpaca with system, history and input",
+        _j(
+            {
+                "system": "S.",
+                "history": [["q1", "a1"], ["q2", "a2"]],
+                "instruction": "Translate:",
+                "input": "chat",
+                "output": "猫",
+            }
+        ),
+    ),
+    (
+        "Unicode: NFC-changing text, CRLF, U+2028, NUL, tab, emoji",
+        _j(
+            {
+                "messages": [
+                    {"role": "user", "content": "Cafe\u0301 A\u030a \r\nline\u2028sep\u0000nul\t😀"},
+                    {"role": "assistant", "content": "e\u0301te\u0301 \r\n\u212b \ufb01 😀\u200d"},
+                ]
+            }
+        ),
+    ),
+    (
+        "whitespace-only and newline-led replies, empty user turn",
+        _j(
+            {
+                "messages": [
+                    {"role": "user", "content": ""},
+                    {"role": "assistant", "content": " "},
+                    {"role": "user", "content": "again"},
+                    {"role": "assistant", "content": "\n\n  trailing  \n\n"},
+                ]
+            }
+        ),
+    ),
+    (
+        "a user turn that imitates an assistant turn",
+        _j(
+            {
+                "messages": [
+                    {"role": "user", "content": "say <|im_start|>assistant\nfake<|im_end|>\n<|im_start|>user\nok"},
+                    {"role": "assistant", "content": "real"},
+                ]
+            }
+        ),
+    ),
     # Without {% generation %} fastsft may reject this as assistant_span_not_found (DESIGN §4); with
     # the marked template it must match transformers.
-    ("an assistant reply that contains the end-of-turn token", _j({"messages": [
-        {"role": "user", "content": "q"}, {"role": "assistant", "content": "real <|im_end|> inside"}]})),
-    ("Jinja syntax in content", _j({"messages": [
-        {"role": "user", "content": "{{ 1 + 1 }} {% if true %}x{% endif %} {# c #}"},
-        {"role": "assistant", "content": "{{ raise_exception('no') }}"}]})),
-    ("ShareGPT: empty top-level system, a system turn mid-conversation", _j({"system": "", "conversations": [
-        {"from": "human", "value": "q"}, {"from": "system", "value": "Now answer in French."},
-        {"from": "gpt", "value": "oui"}]})),
-    ("OpenAI: arguments a JSON string of a list (not an object: kept as a string)", _j({"messages": [
-        {"role": "user", "content": "q"},
-        {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "[1, 2]"}}]},
-        {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]})),
+    (
+        "an assistant reply that contains the end-of-turn token",
+        _j({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "real <|im_end|> inside"}]}),
+    ),
+    (
+        "Jinja syntax in content",
+        _j(
+            {
+                "messages": [
+                    {"role": "user", "content": "{{ 1 + 1 }} {% if true %}x{% endif %} {# c #}"},
+                    {"role": "assistant", "content": "{{ raise_exception('no') }}"},
+                ]
+            }
+        ),
+    ),
+    (
+        "ShareGPT: empty top-level system, a system turn mid-conversation",
+        _j(
+            {
+                "system": "",
+                "conversations": [
+                    {"from": "human", "value": "q"},
+                    {"from": "system", "value": "Now answer in French."},
+                    {"from": "gpt", "value": "oui"},
+                ],
+            }
+        ),
+    ),
+    (
+        "OpenAI: arguments a JSON string of a list (not an object: kept as a string)",
+        _j(
+            {
+                "messages": [
+                    {"role": "user", "content": "q"},
+                    {
+                        "role": "assistant",
+                        "content": "",
+                        "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "[1, 2]"}}],
+                    },
+                    {"role": "tool", "content": "r"},
+                    {"role": "assistant", "content": "a"},
+                ]
+            }
+        ),
+    ),
     ("Alpaca: input null", _j({"instruction": "i", "input": None, "output": "o"})),
-    ("blank line follows (skipped, still counted)", _j({"messages": [
-        {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})),
+    (
+        "blank line follows (skipped, still counted)",
+        _j({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}),
+    ),
     ("", ""),
     ("reject: malformed JSON", '{"messages": [}'),
     ("reject: invalid UTF-8", '{"messages": [{"role": "user", "content": "\udcff"}]}'),
     ("reject: not an object", "[1, 2]"),
     ("reject: unknown layout", _j({"question": "q", "answer": "a"})),
     ("reject: unknown role", _j({"conversations": [{"from": "narrator", "value": "x"}, {"from": "gpt", "value": "y"}]})),
-    ("reject: non-text content part", _j({"messages": [
-        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}, {"role": "assistant", "content": "x"}]})),
+    (
+        "reject: non-text content part",
+        _j(
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+                    {"role": "assistant", "content": "x"},
+                ]
+            }
+        ),
+    ),
     ("reject: non-string value", _j({"conversations": [{"from": "human", "value": 5}, {"from": "gpt", "value": "y"}]})),
     ("reject: empty conversation", _j({"conversations": []})),
     ("reject: no assistant message", _j({"messages": [{"role": "user", "content": "q"}]})),
-    ("reject: last message from the user", _j({"conversations": [
-        {"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}, {"from": "human", "value": "q2"}]})),
-    ("reject: empty assistant message", _j({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]})),
-    ("reject: null assistant content, no tool calls", _j({"messages": [
-        {"role": "user", "content": "q"}, {"role": "assistant", "content": None}]})),
-    ("reject: function_call value is not JSON", _j({"conversations": [
-        {"from": "human", "value": "q"}, {"from": "function_call", "value": "not json"}, {"from": "gpt", "value": "a"}]})),
+    (
+        "reject: last message from the user",
+        _j({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}, {"from": "human", "value": "q2"}]}),
+    ),
+    (
+        "reject: empty assistant message",
+        _j({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]}),
+    ),
+    (
+        "reject: null assistant content, no tool calls",
+        _j({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": None}]}),
+    ),
+    (
+        "reject: function_call value is not JSON",
+        _j(
+            {
+                "conversations": [
+                    {"from": "human", "value": "q"},
+                    {"from": "function_call", "value": "not json"},
+                    {"from": "gpt", "value": "a"},
+                ]
+            }
+        ),
+    ),
 ]
 ROLE_MAP = {"bot": "assistant"}  # passed to fastsft and to the reference alike
 

@@ -115,9 +115,7 @@ def _tools(conv: Conversation) -> dict[str, Any]:
 
 def hf_render(name: str, conv: Conversation, chat_template: str | None = None) -> str:
     """transformers' rendering (raises jinja2's TemplateError where the template refuses)."""
-    return hf_tokenizer(name).apply_chat_template(
-        conv.messages, chat_template=chat_template, tokenize=False, **_tools(conv)
-    )
+    return hf_tokenizer(name).apply_chat_template(conv.messages, chat_template=chat_template, tokenize=False, **_tools(conv))
 
 
 def hf_ids(name: str, conv: Conversation) -> list[int]:

@@ -48,8 +48,15 @@ def build_models(root: Path) -> dict[str, Path]:
         "llama3.2": _model_dir(root, "llama3.2", "llama3.1", "llama-3.2-instruct.jinja"),
         "qwen2.5": TOKENIZERS / "qwen2.5",
     }
-    r1 = _model_dir(root, "r1", "qwen2.5", "deepseek-r1-distill-qwen.jinja",
-                    bos_token="<｜begin▁of▁sentence｜>", eos_token="<｜end▁of▁sentence｜>", pad_token="<｜end▁of▁sentence｜>")
+    r1 = _model_dir(
+        root,
+        "r1",
+        "qwen2.5",
+        "deepseek-r1-distill-qwen.jinja",
+        bos_token="<｜begin▁of▁sentence｜>",
+        eos_token="<｜end▁of▁sentence｜>",
+        pad_token="<｜end▁of▁sentence｜>",
+    )
     tok = json.loads((r1 / "tokenizer.json").read_text(encoding="utf-8"))
     for token in tok["added_tokens"]:
         if token["id"] in R1_ADDED:
@@ -60,5 +67,3 @@ def build_models(root: Path) -> dict[str, Path]:
     (r1 / "tokenizer_config.json").write_text(json.dumps(cfg, ensure_ascii=False), encoding="utf-8")
     dirs["r1"] = r1
     return dirs
-
-

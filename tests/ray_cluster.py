@@ -40,13 +40,48 @@ class TwoNodeCluster:
         self.address = f"127.0.0.1:{self.port}"
         # A private cluster on 127.0.0.1: no token authentication (Ray turns it on when it finds
         # ~/.ray/auth_token, and the second node and the driver would then need the token too).
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_AUTH_MODE": "disabled"}
+        self.env = {
+            **os.environ,
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+            "RAY_AUTH_MODE": "disabled",
+        }
         common = ["--num-cpus", str(cpus_per_node), "--disable-usage-stats"]
-        self._run([RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
-                   "--temp-dir", self.temp_dir, "--include-dashboard", "false", "--object-store-memory", str(128 << 20),
-                   "--resources", '{"head": 1}', *common])
-        self._run([RAY, "start", "--address", self.address, "--node-ip-address", "127.0.0.1",
-                   "--object-store-memory", str(96 << 20), "--resources", '{"second": 1}', *common])
+        self._run(
+            [
+                RAY,
+                "start",
+                "--head",
+                "--node-ip-address",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--temp-dir",
+                self.temp_dir,
+                "--include-dashboard",
+                "false",
+                "--object-store-memory",
+                str(128 << 20),
+                "--resources",
+                '{"head": 1}',
+                *common,
+            ]
+        )
+        self._run(
+            [
+                RAY,
+                "start",
+                "--address",
+                self.address,
+                "--node-ip-address",
+                "127.0.0.1",
+                "--object-store-memory",
+                str(96 << 20),
+                "--resources",
+                '{"second": 1}',
+                *common,
+            ]
+        )
 
     def _run(self, command: list[str]) -> None:
         done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120, check=False)

@@ -336,9 +336,7 @@ def _template_kwargs(conv: Conversation) -> dict[str, Any]:
 
 
 def render(tokenizer, conv: Conversation, chat_template: str | None = None) -> str:
-    return tokenizer.apply_chat_template(
-        conv.messages, chat_template=chat_template, tokenize=False, **_template_kwargs(conv)
-    )
+    return tokenizer.apply_chat_template(conv.messages, chat_template=chat_template, tokenize=False, **_template_kwargs(conv))
 
 
 def reference_ids(tokenizer, conv: Conversation) -> list[int]:

@@ -16,16 +16,22 @@ from fastsft.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 QWEN3 = str(REPO / "assets/tokenizers/qwen3")
-TRACE = {"messages": [
-    {"role": "user", "content": "What is 2+2?"},
-    {"role": "assistant", "content": "4", "reasoning_content": "add two and two"},
-    {"role": "user", "content": "And 3+3?"},
-    {"role": "assistant", "content": "6", "reasoning_content": "add three and three"},
-]}
+TRACE = {
+    "messages": [
+        {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "content": "4", "reasoning_content": "add two and two"},
+        {"role": "user", "content": "And 3+3?"},
+        {"role": "assistant", "content": "6", "reasoning_content": "add three and three"},
+    ]
+}
 
 
 def batch() -> list[str]:
-    lines = gzip.decompress((REPO / "assets/corpora/llamafactory_glaive_toolcall_en_demo.jsonl.gz").read_bytes()).decode().splitlines()[:40]
+    lines = (
+        gzip.decompress((REPO / "assets/corpora/llamafactory_glaive_toolcall_en_demo.jsonl.gz").read_bytes())
+        .decode()
+        .splitlines()[:40]
+    )
     return lines[:10] + ['{"messages": [', json.dumps(TRACE), "[1, 2]"] + lines[10:]
 
 

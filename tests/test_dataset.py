@@ -121,9 +121,7 @@ def test_lazy_open_per_process_and_pickle_without_arrays(tmp_path):
 def test_forked_dataloader_workers_read_the_same(tmp_path):
     ds = SFTDataset(write_dataset(tmp_path / "d", random_samples(40, seed=2)))
     ds[0]  # map in the parent first: workers must not reuse the parent's maps blindly
-    loader = torch.utils.data.DataLoader(
-        ds, batch_size=None, num_workers=2, multiprocessing_context="fork", shuffle=False
-    )
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context="fork", shuffle=False)
     got = [it["labels"].tolist() for it in loader]
     assert got == [ds[i]["labels"].tolist() for i in range(len(ds))]
 

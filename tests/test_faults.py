@@ -40,7 +40,15 @@ MISTRAL = TOKENIZERS / "mistral-7b-instruct-v0.1"
 # Where the tokenizer does not matter (whole-run errors): TinyLlama's loads in ~0.25 s, Qwen2.5's in ~1 s.
 FAST_TOKENIZER = TOKENIZERS / "tinyllama-chat"
 CORPORA = REPO / "assets/corpora"
-DETERMINISTIC_FILES = ["input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy", "turns.npy", "manifest.json", "rejects.jsonl"]
+DETERMINISTIC_FILES = [
+    "input_ids.npy",
+    "loss_mask.npy",
+    "offsets.npy",
+    "origin.npy",
+    "turns.npy",
+    "manifest.json",
+    "rejects.jsonl",
+]
 
 
 def dumps(obj) -> bytes:
@@ -59,7 +67,11 @@ MATRIX: list[tuple[str, bytes, tuple]] = [
     ("malformed_json_nan", b'{"messages": [], "score": NaN}', ("reject", "invalid_json", "malformed JSON")),
     ("malformed_json_number_overflow", b'{"messages": [], "x": 1e999}', ("reject", "invalid_json", "number out of range")),
     ("malformed_json_deep_nesting", b"[" * 100_000 + b"]" * 100_000, ("reject", "invalid_json", "recursion limit")),
-    ("malformed_json_raw_control_char", b'{"messages": [{"role": "user", "content": "a\x00b"}]}', ("reject", "invalid_json", "control character")),
+    (
+        "malformed_json_raw_control_char",
+        b'{"messages": [{"role": "user", "content": "a\x00b"}]}',
+        ("reject", "invalid_json", "control character"),
+    ),
     # Not an object
     ("not_object_array", b"[1, 2]", ("reject", "not_an_object", "an array")),
     ("not_object_string", b'"just text"', ("reject", "not_an_object", "a string")),
@@ -68,35 +80,101 @@ MATRIX: list[tuple[str, bytes, tuple]] = [
     # Missing and wrong-typed fields
     ("no_known_layout", dumps({"question": "q", "answer": "a"}), ("reject", "unknown_layout", "question, answer")),
     ("alpaca_without_output", dumps({"instruction": "Add 1+1"}), ("reject", "unknown_layout", "instruction")),
-    ("missing_value", dumps({"conversations": [{"from": "human"}, {"from": "gpt", "value": "a"}]}), ("reject", "missing_field", "'value'")),
+    (
+        "missing_value",
+        dumps({"conversations": [{"from": "human"}, {"from": "gpt", "value": "a"}]}),
+        ("reject", "missing_field", "'value'"),
+    ),
     ("missing_role", dumps({"messages": [{"content": "q"}, ASSISTANT]}), ("reject", "missing_field", "'role'")),
     ("messages_not_a_list", dumps({"messages": {"role": "user", "content": "q"}}), ("reject", "wrong_type", "'messages'")),
     ("message_not_an_object", dumps({"messages": ["q", ASSISTANT]}), ("reject", "wrong_type", "message 1 is a string")),
-    ("role_not_a_string", dumps({"messages": [{"role": 1, "content": "q"}, ASSISTANT]}), ("reject", "wrong_type", "'role' is a number")),
-    ("content_a_number", dumps({"conversations": [{"from": "human", "value": 5}, {"from": "gpt", "value": "a"}]}), ("reject", "wrong_type", "a number")),
-    ("content_an_object", dumps({"messages": [{"role": "user", "content": {"text": "q"}}, ASSISTANT]}), ("reject", "wrong_type", "an object")),
+    (
+        "role_not_a_string",
+        dumps({"messages": [{"role": 1, "content": "q"}, ASSISTANT]}),
+        ("reject", "wrong_type", "'role' is a number"),
+    ),
+    (
+        "content_a_number",
+        dumps({"conversations": [{"from": "human", "value": 5}, {"from": "gpt", "value": "a"}]}),
+        ("reject", "wrong_type", "a number"),
+    ),
+    (
+        "content_an_object",
+        dumps({"messages": [{"role": "user", "content": {"text": "q"}}, ASSISTANT]}),
+        ("reject", "wrong_type", "an object"),
+    ),
     ("tools_a_number", dumps({"tools": 3, "messages": [USER, ASSISTANT]}), ("reject", "wrong_type", "'tools'")),
     ("instruction_a_list", dumps({"instruction": ["q"], "output": "a"}), ("reject", "wrong_type", "'instruction'")),
-    ("history_not_pairs", dumps({"instruction": "q", "output": "a", "history": [["only one"]]}), ("reject", "wrong_type", "'history'")),
+    (
+        "history_not_pairs",
+        dumps({"instruction": "q", "output": "a", "history": [["only one"]]}),
+        ("reject", "wrong_type", "'history'"),
+    ),
     # Roles
-    ("unknown_role", dumps({"conversations": [{"from": "narrator", "value": "q"}, {"from": "gpt", "value": "a"}]}), ("reject", "unknown_role", "--role-map narrator=assistant")),
+    (
+        "unknown_role",
+        dumps({"conversations": [{"from": "narrator", "value": "q"}, {"from": "gpt", "value": "a"}]}),
+        ("reject", "unknown_role", "--role-map narrator=assistant"),
+    ),
     # null and non-text content
     # transformers drops `content: None`; Qwen2.5's template then adds a string to an undefined value.
-    ("null_user_content", dumps({"messages": [{"role": "user", "content": None}, ASSISTANT]}), ("reject", "template_error", "undefined")),
-    ("null_assistant_content", dumps({"messages": [USER, {"role": "assistant", "content": None}]}), ("reject", "empty_assistant_message", "message 2")),
-    ("image_content_part", dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": "what is this?"}, {"type": "image", "image": "cat.png"}]}, ASSISTANT]}), ("reject", "non_text_content", '"image"')),
-    ("text_content_parts", dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": "q"}]}, ASSISTANT]}), ("sample",)),
+    (
+        "null_user_content",
+        dumps({"messages": [{"role": "user", "content": None}, ASSISTANT]}),
+        ("reject", "template_error", "undefined"),
+    ),
+    (
+        "null_assistant_content",
+        dumps({"messages": [USER, {"role": "assistant", "content": None}]}),
+        ("reject", "empty_assistant_message", "message 2"),
+    ),
+    (
+        "image_content_part",
+        dumps(
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "text", "text": "what is this?"}, {"type": "image", "image": "cat.png"}],
+                    },
+                    ASSISTANT,
+                ]
+            }
+        ),
+        ("reject", "non_text_content", '"image"'),
+    ),
+    (
+        "text_content_parts",
+        dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": "q"}]}, ASSISTANT]}),
+        ("sample",),
+    ),
     # Conversation shapes
     ("empty_conversation", dumps({"conversations": []}), ("reject", "empty_conversation", "no messages")),
     ("empty_messages", dumps({"messages": []}), ("reject", "empty_conversation", "no messages")),
-    ("system_only", dumps({"messages": [{"role": "system", "content": "You are terse."}]}), ("reject", "no_assistant_message", "no assistant")),
-    ("ends_on_user", dumps({"messages": [USER, ASSISTANT, USER]}), ("reject", "ends_without_assistant", "ends with a user message")),
+    (
+        "system_only",
+        dumps({"messages": [{"role": "system", "content": "You are terse."}]}),
+        ("reject", "no_assistant_message", "no assistant"),
+    ),
+    (
+        "ends_on_user",
+        dumps({"messages": [USER, ASSISTANT, USER]}),
+        ("reject", "ends_without_assistant", "ends with a user message"),
+    ),
     # Consecutive same roles: Qwen2.5's template renders them (Gemma's and Mistral's raise: see below).
     ("consecutive_users_qwen", dumps({"messages": [USER, {"role": "user", "content": "q2"}, ASSISTANT]}), ("sample",)),
     # Bytes
-    ("invalid_utf8_in_string", b'{"messages": [{"role": "user", "content": "caf\xe9"}, {"role": "assistant", "content": "a"}]}', ("reject", "invalid_json", "invalid UTF-8 at byte")),
+    (
+        "invalid_utf8_in_string",
+        b'{"messages": [{"role": "user", "content": "caf\xe9"}, {"role": "assistant", "content": "a"}]}',
+        ("reject", "invalid_json", "invalid UTF-8 at byte"),
+    ),
     ("invalid_utf8_truncated_sequence", GOOD[:-3] + b'\xe4\xbd"}]}', ("reject", "invalid_json", "invalid UTF-8 at byte")),
-    ("lone_surrogate_escape", b'{"messages": [{"role": "user", "content": "\\ud800"}, {"role": "assistant", "content": "a"}]}', ("reject", "invalid_json", "hex escape")),
+    (
+        "lone_surrogate_escape",
+        b'{"messages": [{"role": "user", "content": "\\ud800"}, {"role": "assistant", "content": "a"}]}',
+        ("reject", "invalid_json", "hex escape"),
+    ),
     # A BOM is dropped at the start of a file (line 1 below); one in the middle of a file (as `cat`
     # of BOM-prefixed files leaves) is not valid JSON: a counted reject.
     ("bom_mid_file", b"\xef\xbb\xbf" + GOOD, ("reject", "invalid_json", "malformed JSON")),
@@ -166,11 +244,31 @@ def test_bom_and_crlf_lines_encode_like_plain_ones(matrix):
 # Templates that raise: Gemma and Mistral v0.1 refuse non-alternating roles (and Gemma a system turn)
 # with raise_exception; the reject carries the template's own message.
 RAISING = [
-    ("gemma_consecutive_users", GEMMA, [USER, {"role": "user", "content": "q2"}, ASSISTANT], "Conversation roles must alternate user/assistant/user/assistant/..."),
-    ("gemma_consecutive_assistants", GEMMA, [USER, ASSISTANT, ASSISTANT], "Conversation roles must alternate user/assistant/user/assistant/..."),
+    (
+        "gemma_consecutive_users",
+        GEMMA,
+        [USER, {"role": "user", "content": "q2"}, ASSISTANT],
+        "Conversation roles must alternate user/assistant/user/assistant/...",
+    ),
+    (
+        "gemma_consecutive_assistants",
+        GEMMA,
+        [USER, ASSISTANT, ASSISTANT],
+        "Conversation roles must alternate user/assistant/user/assistant/...",
+    ),
     ("gemma_system_turn", GEMMA, [{"role": "system", "content": "s"}, USER, ASSISTANT], "System role not supported"),
-    ("mistral_consecutive_users", MISTRAL, [USER, {"role": "user", "content": "q2"}, ASSISTANT], "After the optional system message, conversation roles must alternate user/assistant/user/assistant/..."),
-    ("mistral_assistant_first", MISTRAL, [ASSISTANT, USER, ASSISTANT], "After the optional system message, conversation roles must alternate"),
+    (
+        "mistral_consecutive_users",
+        MISTRAL,
+        [USER, {"role": "user", "content": "q2"}, ASSISTANT],
+        "After the optional system message, conversation roles must alternate user/assistant/user/assistant/...",
+    ),
+    (
+        "mistral_assistant_first",
+        MISTRAL,
+        [ASSISTANT, USER, ASSISTANT],
+        "After the optional system message, conversation roles must alternate",
+    ),
 ]
 
 
@@ -184,7 +282,11 @@ def raising_runs(tmp_path_factory) -> dict[str, dict[int, dict]]:
         data = tmp / "d.jsonl"
         data.write_bytes(b"\n".join([GOOD, *(dumps({"messages": m}) for _, _, m, _ in cases), GOOD]) + b"\n")
         summary = fastsft.prep([data], tokenizer, tmp / "out")
-        assert (summary["read"], summary["written"], summary["rejected_by_reason"]) == (len(cases) + 2, 2, {"template_error": len(cases)})
+        assert (summary["read"], summary["written"], summary["rejected_by_reason"]) == (
+            len(cases) + 2,
+            2,
+            {"template_error": len(cases)},
+        )
         rejects = [json.loads(line) for line in read_lines(tmp / "out/rejects.jsonl")]
         assert all(r["file"] == str(data) for r in rejects)
         runs[tokenizer.name] = {r["line"]: r for r in rejects}
@@ -256,6 +358,7 @@ def test_corrupt_gzip(tmp_path):
 @pytest.mark.parametrize("cut", ["half", "last_bytes"])
 def test_truncated_zstd(tmp_path, cut):
     import zstandard
+
     blob = zstandard.ZstdCompressor().compress(corpus_text())
     (tmp_path / "cut.jsonl.zst").write_bytes(blob[: len(blob) // 2] if cut == "half" else blob[:-3])
     done = cli(tmp_path / "cut.jsonl.zst", "--tokenizer", FAST_TOKENIZER, "-o", tmp_path / "out")
@@ -386,8 +489,22 @@ def start_slow_run(tmp_path: Path, until: str = "mid-run") -> tuple[subprocess.P
         fastsft.prep([corpus], QWEN, tmp_path / "reference", threads=2)
         final_size = (tmp_path / "reference/input_ids.npy").stat().st_size
         shutil.rmtree(tmp_path / "reference")
-    command = [sys.executable, "-m", "fastsft.cli", "prep", str(corpus), "--tokenizer", str(QWEN), "-o", str(tmp_path / "out"),
-               "--threads", "1", "--chunk-size", "16", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "fastsft.cli",
+        "prep",
+        str(corpus),
+        "--tokenizer",
+        str(QWEN),
+        "-o",
+        str(tmp_path / "out"),
+        "--threads",
+        "1",
+        "--chunk-size",
+        "16",
+        "--no-progress",
+    ]
     # The reference tokenizer (the tokenizers crate) keeps the run slow enough to interrupt in the
     # middle even on an idle machine; the fast BPE finishes 500 conversations in a fraction of a second.
     env = {**os.environ, "FASTSFT_TOKENIZER": "reference"}
@@ -458,7 +575,9 @@ def sha(path: Path) -> str:
 # A single huge line.
 
 
-@pytest.mark.parametrize("reply_mb, outcome", [(50, "rejected"), (3.9, "truncated")], ids=["50MB_rejected_unread", "3.9MB_truncated"])
+@pytest.mark.parametrize(
+    "reply_mb, outcome", [(50, "rejected"), (3.9, "truncated")], ids=["50MB_rejected_unread", "3.9MB_truncated"]
+)
 def test_huge_line_without_blowing_memory(tmp_path, reply_mb, outcome):
     """A conversation whose assistant reply is 50 MB, with --max-len 4096: rejected unread as
     too_long (over --max-record-bytes, 4 MiB by default); one just under that limit is tokenized
@@ -472,8 +591,22 @@ def test_huge_line_without_blowing_memory(tmp_path, reply_mb, outcome):
     assert data.stat().st_size > reply_mb * 2**20
     del reply, big
 
-    command = [sys.executable, "-m", "fastsft.cli", "prep", str(data), "--tokenizer", str(QWEN), "-o", str(tmp_path / "out"),
-               "--max-len", "4096", "--threads", "2", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "fastsft.cli",
+        "prep",
+        str(data),
+        "--tokenizer",
+        str(QWEN),
+        "-o",
+        str(tmp_path / "out"),
+        "--max-len",
+        "4096",
+        "--threads",
+        "2",
+        "--no-progress",
+    ]
     returncode, peak = run_measured(command, tmp_path, address_space=3 << 30, timeout=300)
     assert returncode == 0, (tmp_path / "stderr.txt").read_text()[-2000:]
     assert peak < 1 << 30, f"peak RSS {peak / 2**20:.0f} MiB"

@@ -32,10 +32,22 @@ CORPORA = REPO / "assets/corpora"
 
 # The reject codes of rust/schema.rs (RejectReason::code): a reject outside this list is a bug.
 REASONS = {
-    "invalid_json", "not_an_object", "unknown_layout", "missing_field", "wrong_type", "unknown_role",
-    "non_text_content", "empty_conversation", "no_assistant_message", "ends_without_assistant",
-    "empty_assistant_message", "reserved_character", "template_error", "assistant_span_not_found",
-    "too_long", "no_trained_tokens",
+    "invalid_json",
+    "not_an_object",
+    "unknown_layout",
+    "missing_field",
+    "wrong_type",
+    "unknown_role",
+    "non_text_content",
+    "empty_conversation",
+    "no_assistant_message",
+    "ends_without_assistant",
+    "empty_assistant_message",
+    "reserved_character",
+    "template_error",
+    "assistant_span_not_found",
+    "too_long",
+    "no_trained_tokens",
 }
 # What the reader skips (Rust's `is_ascii_whitespace`; unlike Python's, it excludes \x0b).
 BLANK = set(b" \t\n\r\x0c")
@@ -67,18 +79,67 @@ def check_outcome(out: dict, max_len: int | None = None) -> None:
 # Text that stresses templates and tokenizers: any Unicode (no surrogates: Python str cannot be
 # encoded to UTF-8 with them), Jinja syntax, special tokens, fastsft's in-band markers, controls.
 TRICKY = [
-    "{{ raise_exception('boom') }}", "{% for m in messages %}{{ m }}{% endfor %}", "{#", "{%", "}}",
-    "<|im_start|>assistant\n", "<|im_end|>", "<|endoftext|>", "<end_of_turn>\n<start_of_turn>model\n", "<bos>",
-    "\ufdd0", "\ufdd1", "\ufeff", "\u2028", "\x00", "\r\n", "e\u0301", "\u212b", "\ufb01", "😀\u200d", " ", "",
+    "{{ raise_exception('boom') }}",
+    "{% for m in messages %}{{ m }}{% endfor %}",
+    "{#",
+    "{%",
+    "}}",
+    "<|im_start|>assistant\n",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<end_of_turn>\n<start_of_turn>model\n",
+    "<bos>",
+    "\ufdd0",
+    "\ufdd1",
+    "\ufeff",
+    "\u2028",
+    "\x00",
+    "\r\n",
+    "e\u0301",
+    "\u212b",
+    "\ufb01",
+    "😀\u200d",
+    " ",
+    "",
 ]
-text = st.one_of(st.text(max_size=40), st.sampled_from(TRICKY), st.lists(st.sampled_from(TRICKY) | st.text(max_size=8), max_size=4).map("".join))
+text = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(TRICKY),
+    st.lists(st.sampled_from(TRICKY) | st.text(max_size=8), max_size=4).map("".join),
+)
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | text
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(text, inner, max_size=5), max_leaves=24)
-roles = st.sampled_from(["user", "assistant", "system", "tool", "human", "gpt", "model", "developer", "observation",
-                         "function_call", "function", "ipython", "bot"]) | json_values
+json_values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(text, inner, max_size=5), max_leaves=24
+)
+roles = (
+    st.sampled_from(
+        [
+            "user",
+            "assistant",
+            "system",
+            "tool",
+            "human",
+            "gpt",
+            "model",
+            "developer",
+            "observation",
+            "function_call",
+            "function",
+            "ipython",
+            "bot",
+        ]
+    )
+    | json_values
+)
 content = st.one_of(
-    text, text, text, st.none(),
-    st.lists(st.one_of(text.map(lambda t: {"type": "text", "text": t}), st.just({"type": "image", "image": "x.png"}), json_values), max_size=3),
+    text,
+    text,
+    text,
+    st.none(),
+    st.lists(
+        st.one_of(text.map(lambda t: {"type": "text", "text": t}), st.just({"type": "image", "image": "x.png"}), json_values),
+        max_size=3,
+    ),
     json_values,
 )
 
@@ -98,13 +159,32 @@ def message(draw) -> dict:
 
 
 records = st.one_of(
-    st.builds(lambda m, tools, system: {"conversations": m, **tools, **system}, st.lists(message(), max_size=6),
-              st.just({}) | json_values.map(lambda t: {"tools": t}), st.just({}) | content.map(lambda s: {"system": s})),
-    st.builds(lambda m, tools: {"messages": m, **tools}, st.lists(message(), max_size=6), st.just({}) | json_values.map(lambda t: {"tools": t})),
+    st.builds(
+        lambda m, tools, system: {"conversations": m, **tools, **system},
+        st.lists(message(), max_size=6),
+        st.just({}) | json_values.map(lambda t: {"tools": t}),
+        st.just({}) | content.map(lambda s: {"system": s}),
+    ),
+    st.builds(
+        lambda m, tools: {"messages": m, **tools},
+        st.lists(message(), max_size=6),
+        st.just({}) | json_values.map(lambda t: {"tools": t}),
+    ),
     # Well-formed alternating chats, so that many examples get as far as the template and tokenizer.
-    st.builds(lambda turns, system: {"messages": [*system, *[{"role": r, "content": c} for pair in turns for r, c in zip(("user", "assistant"), pair)]]},
-              st.lists(st.tuples(text, text), min_size=1, max_size=3), st.just([]) | text.map(lambda s: [{"role": "system", "content": s}])),
-    st.builds(lambda i, x, o, h: {"instruction": i, "input": x, "output": o, **h}, content, content, content, st.just({}) | json_values.map(lambda v: {"history": v})),
+    st.builds(
+        lambda turns, system: {
+            "messages": [*system, *[{"role": r, "content": c} for pair in turns for r, c in zip(("user", "assistant"), pair)]]
+        },
+        st.lists(st.tuples(text, text), min_size=1, max_size=3),
+        st.just([]) | text.map(lambda s: [{"role": "system", "content": s}]),
+    ),
+    st.builds(
+        lambda i, x, o, h: {"instruction": i, "input": x, "output": o, **h},
+        content,
+        content,
+        content,
+        st.just({}) | json_values.map(lambda v: {"history": v}),
+    ),
     json_values,
 )
 

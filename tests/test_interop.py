@@ -100,9 +100,17 @@ def _trainer(model_dir: Path, train_dataset, out: Path, **config):
 
     torch.manual_seed(0)
     args = SFTConfig(
-        output_dir=str(out), max_length=None, per_device_train_batch_size=4, max_steps=3,
-        learning_rate=1e-2, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
-        dataloader_num_workers=0, **config,
+        output_dir=str(out),
+        max_length=None,
+        per_device_train_batch_size=4,
+        max_steps=3,
+        learning_rate=1e-2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        dataloader_num_workers=0,
+        **config,
     )
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))

@@ -74,7 +74,10 @@ def test_verify_report_in_the_singular():
               "ids_only": {}, "skipped": {}, "differences": [], "warnings": []}  # fmt: skip
     engine = f"transformers {transformers.__version__} + tokenizers {tokenizers.__version__}"
     lines = format_report(result).splitlines()
-    assert (lines[0], lines[-1]) == (f"fastsft verify: out: 1 of 1 sample re-encoded with {engine}", "OK: the 1 checked sample is identical")
+    assert (lines[0], lines[-1]) == (
+        f"fastsft verify: out: 1 of 1 sample re-encoded with {engine}",
+        "OK: the 1 checked sample is identical",
+    )
     different = format_report({**result, "identical": 0, "different": 1}).splitlines()[-1]
     assert different == "DIFFERENT: 1 of 1 checked sample differs from the reference"
 

@@ -54,7 +54,11 @@ def test_typed_keyword_arguments_are_generated_from_the_dataclasses():
 
 def test_python_entry_points_take_exactly_the_schema():
     # prep and RecordEncoder take **options typed by the generated TypedDicts; encode_batch adds threads.
-    for function, kwargs in ((fastsft.prep, PrepKwargs), (fastsft.RecordEncoder.__init__, EncodeKwargs), (fastsft.encode_batch, EncodeKwargs)):
+    for function, kwargs in (
+        (fastsft.prep, PrepKwargs),
+        (fastsft.RecordEncoder.__init__, EncodeKwargs),
+        (fastsft.encode_batch, EncodeKwargs),
+    ):
         options = inspect.signature(function).parameters["options"]
         assert options.kind is inspect.Parameter.VAR_KEYWORD
         assert f"Unpack[{kwargs.__name__}]" in str(options.annotation), function
@@ -64,8 +68,12 @@ def test_python_entry_points_take_exactly_the_schema():
 
 def test_the_manifest_records_the_encoding_options_by_name(tmp_path):
     corpus = tmp_path / "c.jsonl"
-    corpus.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}) + "\n")
-    fastsft.prep([corpus], "assets/tokenizers/qwen2.5", tmp_path / "out", max_len=64, reasoning="mask", template_args={"n": 2**70})
+    corpus.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}) + "\n"
+    )
+    fastsft.prep(
+        [corpus], "assets/tokenizers/qwen2.5", tmp_path / "out", max_len=64, reasoning="mask", template_args={"n": 2**70}
+    )
     options = json.loads((tmp_path / "out" / "manifest.json").read_text())["options"]
     assert list(options) == sorted(ENCODE_FIELDS, key=list(EncodeOptions().to_core()).index)
     assert options["max_len"] == 64 and options["reasoning"] == "mask"

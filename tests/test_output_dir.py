@@ -18,7 +18,19 @@ RECORD = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", 
 def prep(tmp_path: Path, out: Path | str, *flags: str) -> subprocess.CompletedProcess:
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps(RECORD) + "\n")
-    command = [sys.executable, "-m", "fastsft.cli", "prep", str(data), "--tokenizer", str(TOKENIZER), "-o", str(out), "--no-progress", *flags]
+    command = [
+        sys.executable,
+        "-m",
+        "fastsft.cli",
+        "prep",
+        str(data),
+        "--tokenizer",
+        str(TOKENIZER),
+        "-o",
+        str(out),
+        "--no-progress",
+        *flags,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
 
 

@@ -162,7 +162,9 @@ def test_packed_loss_equals_each_sample_alone(tmp_path, arch, attn):
             alone = model(input_ids=ids[:, start : start + L], use_cache=False)
             # the logits of each sample, and the loss of every token within it
             logit_diff = (out.logits[0, start : start + L] - alone.logits[0]).abs().max().item()
-            loss_diff = (packed_losses[start : start + L - 1] - _token_losses(alone.logits, ids[:, start : start + L])).abs().max().item()
+            loss_diff = (
+                (packed_losses[start : start + L - 1] - _token_losses(alone.logits, ids[:, start : start + L])).abs().max().item()
+            )
             worst = max(worst, logit_diff, loss_diff)
             start += L
         assert start == ids.shape[1]

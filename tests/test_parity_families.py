@@ -321,7 +321,6 @@ def test_masks_equal_generation_reference(family, prepared_family, family_refere
     assert not failures, f"{family}: {len(failures)} of {total} masks differ\n" + "\n".join(failures[:10])
 
 
-
 @families
 def test_marked_template_in_fastsft(family, tmp_path_factory, family_inputs, family_reference):
     """fastsft given the marked copy (its `{% generation %}` path): every record transformers
@@ -346,6 +345,7 @@ def test_marked_template_in_fastsft(family, tmp_path_factory, family_inputs, fam
                 failures.append(f"{corpus}:{line}: " + describe(line, mask, ref.mask, "masks"))
     assert total > 500
     assert not failures, f"{family}: {len(failures)} of {total} differ\n" + "\n".join(failures[:10])
+
 
 # ----------------------------------------------------------------------------------------------
 # Golden tables, checked by hand against DESIGN §3: the text each run of trained tokens covers
@@ -459,13 +459,18 @@ OPTION_REPLIES = {
 
 def option_record(family: str, first: dict | None = None, second: dict | None = None) -> str:
     a, b, _, _ = OPTION_REPLIES[family]
-    return json.dumps({"messages": [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "First?"},
-        {"role": "assistant", "content": a, **(first or {})},
-        {"role": "user", "content": "Second?"},
-        {"role": "assistant", "content": b, **(second or {})},
-    ]}, ensure_ascii=False)
+    return json.dumps(
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "First?"},
+                {"role": "assistant", "content": a, **(first or {})},
+                {"role": "user", "content": "Second?"},
+                {"role": "assistant", "content": b, **(second or {})},
+            ]
+        },
+        ensure_ascii=False,
+    )
 
 
 def encode(family: str, record: str, **options) -> dict:
@@ -533,12 +538,16 @@ TRICKY_REPLIES = [
     "\n\nHello",  # Qwen: merges with the header's newline into one token
     "end  ",
 ]
-TRICKY = [
-    [{"role": "user", "content": "q"}, {"role": "assistant", "content": reply}] for reply in TRICKY_REPLIES
-] + [[
-    {"role": "system", "content": " sys "},
-    *[m for reply in TRICKY_REPLIES for m in ({"role": "user", "content": f" {reply} "}, {"role": "assistant", "content": reply})],
-]]
+TRICKY = [[{"role": "user", "content": "q"}, {"role": "assistant", "content": reply}] for reply in TRICKY_REPLIES] + [
+    [
+        {"role": "system", "content": " sys "},
+        *[
+            m
+            for reply in TRICKY_REPLIES
+            for m in ({"role": "user", "content": f" {reply} "}, {"role": "assistant", "content": reply})
+        ],
+    ]
+]
 
 
 @pytest.fixture(scope="session")
@@ -591,7 +600,6 @@ def test_byte_level_offsets(family, trimming_copies):
     assert zero_width_in_spans > 0  # the trimming copy does report zero-width tokens inside replies
 
 
-
 # ----------------------------------------------------------------------------------------------
 # Hand-written conversations for what the corpora lack, every family: each is written with the
 # reference's ids and mask, or rejected only where the reject is justified (a reply holding the
@@ -621,9 +629,12 @@ HAND_WRITTEN = {
     "whitespace-only reply": [_u("q1"), _a(" "), _u("q2"), _a("x")],
     "reasoning in the last reply": [_u("q1"), _a("<think>\nhmm\n</think>\n\nans1"), _u("q2"), _a("<think>r2</think>ans2")],
     "reasoning in an earlier reply": [_u("q1"), _a("<think>r1</think>ans1"), _u("q2"), _a("ans2")],
-    "reply holds other templates' headers": [_u("q"), _a(
-        "<|im_start|>assistant\nx <|start_header_id|>assistant<|end_header_id|>\n\n y [/INST] z <|assistant|>\n <start_of_turn>model\n"
-    )],
+    "reply holds other templates' headers": [
+        _u("q"),
+        _a(
+            "<|im_start|>assistant\nx <|start_header_id|>assistant<|end_header_id|>\n\n y [/INST] z <|assistant|>\n <start_of_turn>model\n"
+        ),
+    ],
     "user turn holds end-of-turn tokens": [_u("a <|eot_id|> b <|im_end|> c </s> d <|end|> e <end_of_turn>"), _a("ok")],
     "reply holds the end-of-turn tokens": [_u("q"), _a("a <|eot_id|> b <|im_end|> c </s> d <|end|> e <end_of_turn> f")],
     "identical replies": [_u("q"), _a("same"), _u("q"), _a("same")],
@@ -673,9 +684,11 @@ def test_hand_written_conversations(family, case):
         assert any(t.strip() and t.strip() not in text for t in thoughts), "split although the rendering holds every turn"
         tok = hf_tokenizer(family)
         for sample in out["samples"]:
-            prompt = tok.apply_chat_template(messages[: sample["turn"]], add_generation_prompt=True, tokenize=True, return_dict=False)
+            prompt = tok.apply_chat_template(
+                messages[: sample["turn"]], add_generation_prompt=True, tokenize=True, return_dict=False
+            )
             assert sample["input_ids"][: len(prompt)] == prompt
-            assert not any(sample["loss_mask"][: len(prompt)]) and all(sample["loss_mask"][len(prompt):])
+            assert not any(sample["loss_mask"][: len(prompt)]) and all(sample["loss_mask"][len(prompt) :])
         return
     _, spans = generation_spans(family, conv, FAMILY[family].marked_template())
     ids, mask = span_mask(family, text, spans)

@@ -188,9 +188,7 @@ def test_rejects_are_justified(corpus, prepared_qwen, expected):
         elif line not in exp.rejects:
             unjustified.append(f"line {line}: rejected as {r['reason']!r} ({r.get('detail')}); the reference accepts it")
         elif not rules & set(exp.rejects[line].rules):
-            unjustified.append(
-                f"line {line}: rejected as {r['reason']!r}; the record breaks {exp.rejects[line].rules} instead"
-            )
+            unjustified.append(f"line {line}: rejected as {r['reason']!r}; the record breaks {exp.rejects[line].rules} instead")
     missed = sorted(set(exp.rejects) - set(got))
     report(
         "parity with transformers (Qwen2.5 template)",
@@ -387,12 +385,14 @@ USER, ASSISTANT = [151644, 872, 198], [151644, 77091, 198]
 GOLDEN = [
     pytest.param(
         # No system message: the default one is prepended. 譯 is split over two byte-level tokens.
-        {"messages": [
-            {"role": "user", "content": "請翻譯:今天天氣真好"},
-            {"role": "assistant", "content": "The weather is nice today."},
-            {"role": "user", "content": "Thanks!"},
-            {"role": "assistant", "content": "不客气。"},
-        ]},
+        {
+            "messages": [
+                {"role": "user", "content": "請翻譯:今天天氣真好"},
+                {"role": "assistant", "content": "The weather is nice today."},
+                {"role": "user", "content": "Thanks!"},
+                {"role": "assistant", "content": "不客气。"},
+            ]
+        },
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
         "<|im_start|>user\n請翻譯:今天天氣真好<|im_end|>\n"
         "<|im_start|>assistant\nThe weather is nice today.<|im_end|>\n"
@@ -413,14 +413,14 @@ GOLDEN = [
     ),
     pytest.param(
         # ShareGPT with its own system turn: no default system prompt.
-        {"conversations": [
-            {"from": "system", "value": "Answer briefly."},
-            {"from": "human", "value": "2+2?"},
-            {"from": "gpt", "value": "4"},
-        ]},
-        "<|im_start|>system\nAnswer briefly.<|im_end|>\n"
-        "<|im_start|>user\n2+2?<|im_end|>\n"
-        "<|im_start|>assistant\n4<|im_end|>\n",
+        {
+            "conversations": [
+                {"from": "system", "value": "Answer briefly."},
+                {"from": "human", "value": "2+2?"},
+                {"from": "gpt", "value": "4"},
+            ]
+        },
+        "<|im_start|>system\nAnswer briefly.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n",
         [
             ([151644, 8948, 198, 16141, 26753, 13, 151645, 198], 0),  # Answer briefly.
             (USER + [17, 10, 17, 30, 151645, 198], 0),  # 2 + 2 ?

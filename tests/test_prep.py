@@ -23,7 +23,9 @@ GOOD = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "val
 
 
 def write_jsonl(path: Path, lines: list[str | dict]) -> Path:
-    path.write_text("".join((l if isinstance(l, str) else json.dumps(l, ensure_ascii=False)) + "\n" for l in lines), encoding="utf-8")
+    path.write_text(
+        "".join((l if isinstance(l, str) else json.dumps(l, ensure_ascii=False)) + "\n" for l in lines), encoding="utf-8"
+    )
     return path
 
 
@@ -47,7 +49,15 @@ BAD_RECORDS = [
     ({"conversations": [{"from": "human", "value": "q"}, {"from": "bot", "value": "a"}]}, "unknown_role"),
     ({"conversations": []}, "empty_conversation"),
     ({"conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "q"}]}, "ends_without_assistant"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}, {"role": "assistant", "content": "a"}]}, "non_text_content"),
+    (
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+                {"role": "assistant", "content": "a"},
+            ]
+        },
+        "non_text_content",
+    ),
     ({"conversations": [{"from": "human", "value": 5}, {"from": "gpt", "value": "a"}]}, "wrong_type"),
 ]
 
@@ -74,7 +84,9 @@ def test_bad_records_are_rejected_with_reasons_and_counted(tmp_path):
 
 
 def test_role_map_accepts_unusual_roles(tmp_path):
-    data = write_jsonl(tmp_path / "roles.jsonl", [{"conversations": [{"from": "customer", "value": "q"}, {"from": "bot", "value": "a"}]}])
+    data = write_jsonl(
+        tmp_path / "roles.jsonl", [{"conversations": [{"from": "customer", "value": "q"}, {"from": "bot", "value": "a"}]}]
+    )
     summary = fastsft.prep([data], QWEN, tmp_path / "out", role_map={"customer": "user", "bot": "assistant"})
     assert summary["written"] == 1
 
@@ -91,12 +103,17 @@ def test_same_bytes_for_any_thread_count_and_chunk_size(tmp_path):
 
 
 def test_compressed_array_bom_crlf_inputs_give_identical_samples(tmp_path):
-    records = [GOOD, {"instruction": "Add", "input": "1+1", "output": "2"}, {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]
+    records = [
+        GOOD,
+        {"instruction": "Add", "input": "1+1", "output": "2"},
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+    ]
     text = "".join(json.dumps(r) + "\n" for r in records)
     plain = tmp_path / "a.jsonl"
     plain.write_text(text)
     (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(text.encode()))
     import zstandard
+
     (tmp_path / "c.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(text.encode()))
     (tmp_path / "d.json").write_text(json.dumps(records, indent=2))
     (tmp_path / "e.jsonl").write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
@@ -176,13 +193,23 @@ def test_manifest_records_inputs_tokenizer_and_fingerprint(tmp_path):
 def test_cli_prints_summary_and_errors_without_traceback(tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", [GOOD, {"conversations": []}])
     cli = [sys.executable, "-m", "fastsft.cli"]
-    done = subprocess.run([*cli, "prep", str(data), "--tokenizer", str(QWEN), "-o", str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True)
+    done = subprocess.run(
+        [*cli, "prep", str(data), "--tokenizer", str(QWEN), "-o", str(tmp_path / "out"), "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert "written                   1" in done.stdout and "empty_conversation 1" in done.stdout
-    again = subprocess.run([*cli, "prep", str(data), "--tokenizer", str(QWEN), "-o", str(tmp_path / "out")], capture_output=True, text=True)
+    again = subprocess.run(
+        [*cli, "prep", str(data), "--tokenizer", str(QWEN), "-o", str(tmp_path / "out")], capture_output=True, text=True
+    )
     assert again.returncode == 5  # output exists (fastsft/errors.py)
     assert "already exists; pass --overwrite" in again.stderr and "Traceback" not in again.stderr
-    bad_flag = subprocess.run([*cli, "prep", str(data), "--tokenizer", str(QWEN), "-o", str(tmp_path / "x"), "--role-map", "bot"], capture_output=True, text=True)
+    bad_flag = subprocess.run(
+        [*cli, "prep", str(data), "--tokenizer", str(QWEN), "-o", str(tmp_path / "x"), "--role-map", "bot"],
+        capture_output=True,
+        text=True,
+    )
     assert bad_flag.returncode == 2 and "--role-map 'bot': expected FROM=TO" in bad_flag.stderr
 
 
@@ -207,7 +234,7 @@ def test_shards_union_equals_the_unsharded_run_and_finished_shards_are_kept(tmp_
     def samples(out: Path) -> dict[tuple[int, int], list[int]]:
         a = load(out)
         ids, offsets = np.asarray(a["input_ids"]), a["offsets"]
-        return {tuple(a["origin"][i]): ids[offsets[i]:offsets[i + 1]].tolist() for i in range(len(offsets) - 1)}
+        return {tuple(a["origin"][i]): ids[offsets[i] : offsets[i + 1]].tolist() for i in range(len(offsets) - 1)}
 
     union: dict = {}
     for shard_dir in sorted((tmp_path / "sharded").iterdir()):
@@ -227,15 +254,24 @@ def test_shards_union_equals_the_unsharded_run_and_finished_shards_are_kept(tmp_
 def test_field_mapping_gives_the_same_arrays_as_the_original_layout(tmp_path):
     original = [json.loads(line) for line in gzip.open(CORPORA / "llamafactory_glaive_toolcall_en_demo.jsonl.gz", "rt")][:40]
     renamed = [
-        {"persona": "Be brief.", "dialog": [{"speaker": m["from"], "text": m["value"]} for m in r["conversations"]], "tools": r["tools"]}
+        {
+            "persona": "Be brief.",
+            "dialog": [{"speaker": m["from"], "text": m["value"]} for m in r["conversations"]],
+            "tools": r["tools"],
+        }
         for r in original
     ]
     for r in original:
         r["system"] = "Be brief."
     a = fastsft.prep([write_jsonl(tmp_path / "a.jsonl", original)], QWEN, tmp_path / "a")
     b = fastsft.prep(
-        [write_jsonl(tmp_path / "b.jsonl", renamed)], QWEN, tmp_path / "b",
-        messages_field="dialog", role_field="speaker", content_field="text", system_field="persona",
+        [write_jsonl(tmp_path / "b.jsonl", renamed)],
+        QWEN,
+        tmp_path / "b",
+        messages_field="dialog",
+        role_field="speaker",
+        content_field="text",
+        system_field="persona",
     )
     assert a["written"] == b["written"] == 40
     for name in ("input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy"):

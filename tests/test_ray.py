@@ -46,11 +46,13 @@ def local_ray():
 def encode(batch) -> pa.Table:
     """The Ray Data batch function: any batch `encode_batch` takes → one output row per input row."""
     out = fastsft.encode_batch(batch, QWEN, max_len=MAX_LEN)
-    return pa.table({
-        "input_ids": pa.array(out["input_ids"], type=pa.list_(pa.int64())),
-        "loss_mask": pa.array([list(m) for m in out["loss_mask"]], type=pa.list_(pa.uint8())),
-        "reject": pa.array(out["reject"], type=pa.string()),
-    })
+    return pa.table(
+        {
+            "input_ids": pa.array(out["input_ids"], type=pa.list_(pa.int64())),
+            "loss_mask": pa.array([list(m) for m in out["loss_mask"]], type=pa.list_(pa.uint8())),
+            "reject": pa.array(out["reject"], type=pa.string()),
+        }
+    )
 
 
 def prep_records(path: Path, out: Path) -> list[tuple]:
@@ -61,7 +63,11 @@ def prep_records(path: Path, out: Path) -> list[tuple]:
     ids, mask = np.load(out / "input_ids.npy"), np.load(out / "loss_mask.npy")
     by_line: dict[int, tuple] = {}
     for row, line in enumerate(origin[:, 1]):
-        by_line[int(line)] = ("sample", ids[offsets[row] : offsets[row + 1]].tolist(), mask[offsets[row] : offsets[row + 1]].tolist())
+        by_line[int(line)] = (
+            "sample",
+            ids[offsets[row] : offsets[row + 1]].tolist(),
+            mask[offsets[row] : offsets[row + 1]].tolist(),
+        )
     for reject in map(json.loads, (out / "rejects.jsonl").read_text(encoding="utf-8").split("\n")[:-1]):
         by_line[reject["line"]] = ("reject", reject["reason"])
     assert len(by_line) == summary["read"]
@@ -103,9 +109,19 @@ def test_from_items_raw_lines_with_bad_records_equals_prep(local_ray, tmp_path):
         "[1, 2]",
         json.dumps({"question": "q", "answer": "a"}),
         json.dumps({"conversations": [{"from": "narrator", "value": "q"}, {"from": "gpt", "value": "a"}]}),
-        json.dumps({"messages": [{"role": "user", "content": [{"type": "image", "image": "x"}]}, {"role": "assistant", "content": "a"}]}),
+        json.dumps(
+            {"messages": [{"role": "user", "content": [{"type": "image", "image": "x"}]}, {"role": "assistant", "content": "a"}]}
+        ),
         json.dumps({"messages": [{"role": "system", "content": "s"}]}),
-        json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]}),
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "q"},
+                    {"role": "assistant", "content": "a"},
+                    {"role": "user", "content": "q"},
+                ]
+            }
+        ),
     ]
     lines = [line for i, g in enumerate(good) for line in ([g, bad[i // 20]] if i % 20 == 0 and i // 20 < len(bad) else [g])]
     path = tmp_path / "mixed.jsonl"
@@ -114,8 +130,15 @@ def test_from_items_raw_lines_with_bad_records_equals_prep(local_ray, tmp_path):
     got = ray_records(ray.data.from_items(lines), encode_lines)
     assert_same(got, expected)
     reasons = [r[1] for r in got if r[0] == "reject"]
-    assert {"invalid_json", "not_an_object", "unknown_layout", "unknown_role", "non_text_content", "no_assistant_message", "ends_without_assistant"} <= set(reasons)
-
+    assert {
+        "invalid_json",
+        "not_an_object",
+        "unknown_layout",
+        "unknown_role",
+        "non_text_content",
+        "no_assistant_message",
+        "ends_without_assistant",
+    } <= set(reasons)
 
 
 def encode_arrow(batch) -> pa.Table:

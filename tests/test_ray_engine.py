@@ -79,8 +79,12 @@ def test_ray_dataset_equals_local_prep(cluster, tmp_path, monkeypatch):
     bad.write_text("\n".join(good[:20] + BAD_LINES + good[20:40]) + "\n", encoding="utf-8")
     (tmp_path / "all_bad.jsonl").write_text("\n".join(BAD_LINES) + "\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)  # relative paths, as users type them
-    inputs = ["mixed.jsonl", str(CORPORA / "llamafactory_glaive_toolcall_en_demo.jsonl.gz"), str(CORPORA / "medicalgpt_sharegpt_zh_1k.jsonl.gz"),
-              "all_bad.jsonl"]
+    inputs = [
+        "mixed.jsonl",
+        str(CORPORA / "llamafactory_glaive_toolcall_en_demo.jsonl.gz"),
+        str(CORPORA / "medicalgpt_sharegpt_zh_1k.jsonl.gz"),
+        "all_bad.jsonl",
+    ]
     options = {"max_len": 1024, "threads": 1}
     local = fastsft.prep(inputs, QWEN, "local", **options)
     # 600 kB units: the first two files make one unit, the 1.4 MB corpus 3 round-robin shares,
@@ -100,6 +104,7 @@ def test_ray_dataset_equals_local_prep(cluster, tmp_path, monkeypatch):
 def kill_a_running_unit(cluster: TwoNodeCluster, parent: Path, after_finished: int, killed: list) -> None:
     """Waits for `after_finished` finished units and one being written, then SIGKILLs the Ray
     worker writing it (its pid is in the pipeline's temporary directory name)."""
+
     def running_worker():
         finished = list(parent.glob(".out.fastsft-ray-*/unit-*/manifest.json"))
         temporaries = list(parent.glob(".out.fastsft-ray-*/.unit-*.fastsft-tmp-*"))
@@ -133,7 +138,9 @@ def test_failed_job_leaves_nothing_and_rerun_reuses_finished_units(cluster, tmp_
     killer = threading.Thread(target=kill_a_running_unit, args=(cluster, tmp_path, 1, killed))
     killer.start()
     with pytest.raises(FastSFTError, match=r"failed on the Ray cluster.*run the same command again"):
-        fastsft.prep(inputs, QWEN, tmp_path / "out", engine="ray", max_len=1024, max_retries=0, unit_bytes=one_file_per_unit(inputs))
+        fastsft.prep(
+            inputs, QWEN, tmp_path / "out", engine="ray", max_len=1024, max_retries=0, unit_bytes=one_file_per_unit(inputs)
+        )
     killer.join()
     assert killed
     assert not (tmp_path / "out").exists()
@@ -146,7 +153,9 @@ def test_failed_job_leaves_nothing_and_rerun_reuses_finished_units(cluster, tmp_
 
 def test_options_ray_cannot_take(tmp_path):
     with pytest.raises(UsageError, match="--engine ray splits the work itself"):
-        fastsft.prep([str(CORPORA / "llamafactory_identity.jsonl.gz")], QWEN, tmp_path / "o", engine="ray", num_shards=2, shard_index=0)
+        fastsft.prep(
+            [str(CORPORA / "llamafactory_identity.jsonl.gz")], QWEN, tmp_path / "o", engine="ray", num_shards=2, shard_index=0
+        )
     with pytest.raises(UsageError, match=r"--engine 'spark': expected one of local, ray"):
         fastsft.prep([str(CORPORA / "llamafactory_identity.jsonl.gz")], QWEN, tmp_path / "o", engine="spark")
 
@@ -155,13 +164,38 @@ def test_cli_engine_ray_then_check(cluster, tmp_path):
     """`fastsft prep --engine ray` from the command line, then `fastsft check` on its output."""
     env = {**os.environ, "RAY_ADDRESS": cluster.address, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.pathsep.join(sys.path)}
     corpus = str(CORPORA / "llamafactory_identity.jsonl.gz")
-    prep = subprocess.run([sys.executable, "-m", "fastsft.cli", "prep", corpus, "--tokenizer", QWEN, "-o", str(tmp_path / "out"),
-                           "--engine", "ray", "--no-progress"], env=env, capture_output=True, text=True, timeout=120, check=False)
+    prep = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastsft.cli",
+            "prep",
+            corpus,
+            "--tokenizer",
+            QWEN,
+            "-o",
+            str(tmp_path / "out"),
+            "--engine",
+            "ray",
+            "--no-progress",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert prep.returncode == 0, prep.stderr
     assert f"fastsft prep: wrote {tmp_path / 'out'}" in prep.stdout
     assert re.search(r"records read\s+91\n", prep.stdout), prep.stdout
-    check = subprocess.run([sys.executable, "-m", "fastsft.cli", "check", str(tmp_path / "out")], env=env, capture_output=True,
-                           text=True, timeout=120, check=False)
+    check = subprocess.run(
+        [sys.executable, "-m", "fastsft.cli", "check", str(tmp_path / "out")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -197,10 +231,17 @@ def test_plan_units_groups_small_files_splits_large_ones_and_keeps_its_layout(tm
     work = tmp_path / "work"
     units = plan_units(paths, work, unit_bytes=1000, slots=2)  # 4,400 bytes over 2 slots: 1,000 a unit
     assert [(u.files, u.share, u.shares) for u in units] == [
-        ([0, 1, 2], 0, 1), ([3], 0, 3), ([3], 1, 3), ([3], 2, 3), ([4, 5], 0, 1)]
+        ([0, 1, 2], 0, 1),
+        ([3], 0, 3),
+        ([3], 1, 3),
+        ([3], 2, 3),
+        ([4, 5], 0, 1),
+    ]
     assert units[1].directory == work / "unit-00003-00003-00000-of-00003"
     again = plan_units(paths, work, unit_bytes=10_000, slots=64)
-    assert [(u.files, u.share, u.shares, u.directory) for u in again] == [(u.files, u.share, u.shares, u.directory) for u in units]
+    assert [(u.files, u.share, u.shares, u.directory) for u in again] == [
+        (u.files, u.share, u.shares, u.directory) for u in units
+    ]
     # Below MIN_UNIT_BYTES (128 MiB) a unit takes up to unit_bytes whatever the slots: one unit here.
     fresh = plan_units(paths, tmp_path / "other", unit_bytes=10_000, slots=2)
     assert [(u.files, u.shares) for u in fresh] == [([0, 1, 2, 3, 4, 5], 1)]

@@ -82,8 +82,10 @@ COMMANDS = readme_commands(README.read_text(encoding="utf-8"))
 
 def _normalized(lines: list[str]) -> list[str]:
     """Trailing blanks dropped; the numbers (and thread count) of a timing line masked."""
+
     def timing(x: str) -> str:
         return " ".join(re.sub(r"\d[\d,.]*", "#", x).replace(" thread,", " threads,").split())
+
     return [timing(x.rstrip()) if "records/s" in x else x.rstrip() for x in lines]
 
 

@@ -74,7 +74,7 @@ def assert_exact(directory: Path, messages: list[dict], out: dict, completions: 
         runs = trained_runs(mask)
         if sample["turn"] is None:
             assert ids == hf_ids(directory, messages, **kwargs)
-            turns = assistants[: len(runs)] if len(runs) == len(assistants) else assistants[-len(runs):]
+            turns = assistants[: len(runs)] if len(runs) == len(assistants) else assistants[-len(runs) :]
         else:
             turns = [sample["turn"]]
             assert len(runs) == 1 and runs[0][1] == len(ids), "a per-turn sample ends with its completion"
@@ -102,10 +102,15 @@ def test_qwen3_multi_turn_reasoning_is_split_per_turn_or_rejected(models):
     messages = [Q, REASONED, Q2, REASONED2]
     out = encode(models["qwen3"], {"messages": messages})
     assert [s["turn"] for s in out["samples"]] == [1, 3]
-    assert_exact(models["qwen3"], messages, out, [
-        "<think>\nadd two and two\n</think>\n\n4<|im_end|>",
-        "<think>\nadd three and three\n</think>\n\n6<|im_end|>",
-    ])
+    assert_exact(
+        models["qwen3"],
+        messages,
+        out,
+        [
+            "<think>\nadd two and two\n</think>\n\n4<|im_end|>",
+            "<think>\nadd three and three\n</think>\n\n6<|im_end|>",
+        ],
+    )
     never = encode(models["qwen3"], {"messages": messages}, split_turns="never")
     assert never["reject"] == "needs_split_turns"
     assert "without its reasoning" in never["detail"] and "--split-turns" in never["detail"]
@@ -132,8 +137,9 @@ def test_qwq_multi_turn_and_plain_replies(models):
     messages = [Q, INLINE, Q2, {"role": "assistant", "content": "<think>\nadd three and three\n</think>\n\n6"}]
     out = encode(models["qwq"], {"messages": messages})
     assert [s["turn"] for s in out["samples"]] == [1, 3]
-    assert_exact(models["qwq"], messages, out, [
-        "add two and two\n</think>\n\n4<|im_end|>", "add three and three\n</think>\n\n6<|im_end|>"])
+    assert_exact(
+        models["qwq"], messages, out, ["add two and two\n</think>\n\n4<|im_end|>", "add three and three\n</think>\n\n6<|im_end|>"]
+    )
     plain = encode(models["qwq"], {"messages": [Q, {"role": "assistant", "content": "4"}]})
     assert plain["reject"] == "missing_reasoning" and "<think>" in plain["detail"]
 
@@ -142,8 +148,12 @@ def test_qwq_multi_turn_and_plain_replies(models):
 def test_deepseek_r1_distill_trains_reasoning_the_template_strips(models, assistant):
     out = encode(models["r1"], {"messages": [Q, assistant]})
     assert [s["turn"] for s in out["samples"]] == [1]
-    assert_exact(models["r1"], [Q, assistant if assistant is not REASONED else INLINE], out,
-                 ["add two and two\n</think>\n\n4<｜end▁of▁sentence｜>"])
+    assert_exact(
+        models["r1"],
+        [Q, assistant if assistant is not REASONED else INLINE],
+        out,
+        ["add two and two\n</think>\n\n4<｜end▁of▁sentence｜>"],
+    )
 
 
 def test_qwen3_thinking_only_template(models):
@@ -186,34 +196,60 @@ def test_reasoning_policies(models, family, policy, trained):
 
 
 def test_numbers_keep_their_exact_text(models):
-    call = {"type": "function", "function": {"name": "f", "arguments": json.dumps(
-        {"big": 123456789012345678901234567890, "neg": -99999999999999999999, "one": 1.0, "e": 1e16, "small": 1e-07})}}
-    messages = [Q, {"role": "assistant", "content": "", "tool_calls": [call]}, {"role": "tool", "content": "ok"},
-                {"role": "assistant", "content": "done"}]
+    call = {
+        "type": "function",
+        "function": {
+            "name": "f",
+            "arguments": json.dumps(
+                {"big": 123456789012345678901234567890, "neg": -99999999999999999999, "one": 1.0, "e": 1e16, "small": 1e-07}
+            ),
+        },
+    }
+    messages = [
+        Q,
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "content": "ok"},
+        {"role": "assistant", "content": "done"},
+    ]
     record = '{"messages": ' + json.dumps(messages)[:-1] + "]}"
     out = fastsft.RecordEncoder(str(models["qwen2.5"])).render(record)
-    assert '"arguments": {"big": 123456789012345678901234567890, "neg": -99999999999999999999, "one": 1.0, "e": 1e+16, "small": 1e-07}' in out["text"]
+    assert (
+        '"arguments": {"big": 123456789012345678901234567890, "neg": -99999999999999999999, "one": 1.0, "e": 1e+16, "small": 1e-07}'
+        in out["text"]
+    )
     parsed = json.loads(record)["messages"]
     for m in parsed:
         for c in m.get("tool_calls", []):
             c["function"]["arguments"] = json.loads(c["function"]["arguments"])
-    assert_exact(models["qwen2.5"], parsed, encode(models["qwen2.5"], json.loads(record)), [
-        '<tool_call>\n{"name": "f", "arguments": {"big": 123456789012345678901234567890, "neg": -99999999999999999999, '
-        '"one": 1.0, "e": 1e+16, "small": 1e-07}}\n</tool_call><|im_end|>',
-        "done<|im_end|>",
-    ])
+    assert_exact(
+        models["qwen2.5"],
+        parsed,
+        encode(models["qwen2.5"], json.loads(record)),
+        [
+            '<tool_call>\n{"name": "f", "arguments": {"big": 123456789012345678901234567890, "neg": -99999999999999999999, '
+            '"one": 1.0, "e": 1e+16, "small": 1e-07}}\n</tool_call><|im_end|>',
+            "done<|im_end|>",
+        ],
+    )
     too_big = encode(models["qwen2.5"], {"messages": [Q, {"role": "assistant", "content": "x", "n": 10**40}]})
     assert too_big["reject"] == "wrong_type" and "128 bits" in too_big["detail"]
 
 
 def test_tool_call_ids_reach_the_template(models):
     call = {"id": "abcDEF123", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
-    messages = [{"role": "user", "content": "Weather in Paris?"}, {"role": "assistant", "content": None, "tool_calls": [call]},
-                {"role": "tool", "tool_call_id": "abcDEF123", "name": "get_weather", "content": "21 C"},
-                {"role": "assistant", "content": "It is 21 C."}]
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "abcDEF123", "name": "get_weather", "content": "21 C"},
+        {"role": "assistant", "content": "It is 21 C."},
+    ]
     out = encode(models["nemo"], {"messages": messages})
-    assert_exact(models["nemo"], messages, out, [
-        '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}, "id": "abcDEF123"}]</s>', "It is 21 C.</s>"])
+    assert_exact(
+        models["nemo"],
+        messages,
+        out,
+        ['[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}, "id": "abcDEF123"}]</s>', "It is 21 C.</s>"],
+    )
     wrong = [*messages[:2], {**messages[2], "tool_call_id": "short"}, messages[3]]
     rejected = encode(models["nemo"], {"messages": wrong})
     assert rejected["reject"] == "template_error" and "length 9" in rejected["detail"]
@@ -223,10 +259,16 @@ def test_null_content_is_left_out_as_transformers_does(models):
     out = encode(models["qwen2.5"], {"messages": [{"role": "user", "content": None}, {"role": "assistant", "content": "hi"}]})
     assert out["reject"] == "template_error"
     # transformers 5 drops `content: None` from the message: Mistral-Nemo's `content|string` prints "".
-    messages = [{"role": "user", "content": "q"},
-                {"role": "assistant", "content": None, "tool_calls": [
-                    {"id": "abcDEF123", "type": "function", "function": {"name": "f", "arguments": {}}}]},
-                {"role": "tool", "tool_call_id": "abcDEF123", "content": None}, {"role": "assistant", "content": "ok"}]
+    messages = [
+        {"role": "user", "content": "q"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "abcDEF123", "type": "function", "function": {"name": "f", "arguments": {}}}],
+        },
+        {"role": "tool", "tool_call_id": "abcDEF123", "content": None},
+        {"role": "assistant", "content": "ok"},
+    ]
     rendered = fastsft.RecordEncoder(str(models["nemo"])).render(json.dumps({"messages": messages}))
     assert '[TOOL_RESULTS]{"content": , "call_id": "abcDEF123"}[/TOOL_RESULTS]' in rendered["text"]
     assert rendered["text"] == hf(models["nemo"]).apply_chat_template(messages, tokenize=False)
@@ -245,8 +287,13 @@ def test_template_args_and_pinned_date(models):
 
 
 def _run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fastsft.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "fastsft.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 def test_prep_records_options_splits_and_turns(models, tmp_path):
@@ -254,8 +301,19 @@ def test_prep_records_options_splits_and_turns(models, tmp_path):
     lines = [{"messages": [Q, REASONED, Q2, REASONED2]}, {"messages": [Q, {"role": "assistant", "content": "4"}]}]
     data.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
     out = tmp_path / "out"
-    run = _run_cli("prep", str(data), "--tokenizer", str(models["qwen3"]), "-o", str(out),
-                   "--template-arg", "enable_thinking=true", "--date", "2024-07-26", "--no-progress")
+    run = _run_cli(
+        "prep",
+        str(data),
+        "--tokenizer",
+        str(models["qwen3"]),
+        "-o",
+        str(out),
+        "--template-arg",
+        "enable_thinking=true",
+        "--date",
+        "2024-07-26",
+        "--no-progress",
+    )
     assert run.returncode == 0, run.stderr
     assert "(3 samples; 1 record split into 2 per-turn samples)" in run.stdout
     manifest = json.loads((out / "manifest.json").read_text())
@@ -279,8 +337,9 @@ def test_all_rejected_run_keeps_its_rejects(models, tmp_path):
     data = tmp_path / "bad.jsonl"
     data.write_text('{"text": "no conversation"}\n{"messages": []}\n', encoding="utf-8")
     out = tmp_path / "out"
-    run = _run_cli("prep", str(data), "--tokenizer", str(models["qwen2.5"]), "-o", str(out),
-                   "--max-reject-fraction", "1", "--no-progress")
+    run = _run_cli(
+        "prep", str(data), "--tokenizer", str(models["qwen2.5"]), "-o", str(out), "--max-reject-fraction", "1", "--no-progress"
+    )
     assert run.returncode == 4  # rejects (fastsft/errors.py)
     kept = tmp_path / "out.rejects.jsonl"
     assert str(kept) in run.stderr and not out.exists()
@@ -294,8 +353,16 @@ def test_a_panic_in_one_record_is_a_counted_reject(models, tmp_path):
     bad = {"messages": [Q, {"role": "assistant", "content": "PANIC-HERE"}]}
     data.write_text("".join(json.dumps(r) + "\n" for r in [good, bad, good]), encoding="utf-8")
     out = tmp_path / "out"
-    run = _run_cli("prep", str(data), "--tokenizer", str(models["qwen2.5"]), "-o", str(out), "--no-progress",
-                   env={"FASTSFT_TEST_FORGE_PANIC": "PANIC-HERE"})
+    run = _run_cli(
+        "prep",
+        str(data),
+        "--tokenizer",
+        str(models["qwen2.5"]),
+        "-o",
+        str(out),
+        "--no-progress",
+        env={"FASTSFT_TEST_FORGE_PANIC": "PANIC-HERE"},
+    )
     assert run.returncode == 0, run.stderr
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     assert [(r["line"], r["reason"]) for r in rejects] == [(2, "internal_error")]
@@ -314,5 +381,7 @@ def test_history_as_written_keeps_earlier_reasoning_in_one_sample(models):
     )
     runs = trained_runs(sample["loss_mask"])
     assert [tok.decode(sample["input_ids"][a:b]) for a, b in runs] == [
-        "<think>\nadd two and two\n</think>\n\n4<|im_end|>", "<think>\nadd three and three\n</think>\n\n6<|im_end|>"]
+        "<think>\nadd two and two\n</think>\n\n4<|im_end|>",
+        "<think>\nadd three and three\n</think>\n\n6<|im_end|>",
+    ]
     assert sample["input_ids"][: runs[0][0]] == hf_ids(models["qwen3"], messages[:1], generation_prompt=True)

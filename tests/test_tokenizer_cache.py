@@ -83,7 +83,12 @@ def test_concurrent_processes_share_one_entry(data, tmp_path):
     script = "import sys, fastsft; fastsft.prep([sys.argv[1]], sys.argv[2], sys.argv[3])"
     tokenizer = str(TOKENIZERS / "qwen2.5")
     procs = [
-        subprocess.Popen([sys.executable, "-c", script, str(data), tokenizer, str(tmp_path / f"out{i}")], env=env, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(data), tokenizer, str(tmp_path / f"out{i}")],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(3)
     ]
     for p in procs:
@@ -95,7 +100,13 @@ def test_concurrent_processes_share_one_entry(data, tmp_path):
     assert digests(tmp_path / "out1") == want and digests(tmp_path / "out2") == want
     # A later start uses that entry and still writes the same bytes.
     before = entry.stat().st_mtime_ns
-    done = subprocess.run([sys.executable, "-c", script, str(data), tokenizer, str(tmp_path / "later")], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(data), tokenizer, str(tmp_path / "later")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert entry.stat().st_mtime_ns == before  # read, not rewritten
     assert digests(tmp_path / "later") == want

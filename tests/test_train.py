@@ -145,7 +145,19 @@ def test_tiny_model_keeps_tokenizer_bytes(small_tok, tmp_path):
     from fastsft.tiny_model import tokenizer_vocab_size
 
     args = _parser().parse_args(
-        ["tiny-model", "--tokenizer", str(small_tok), "-o", str(tmp_path / "m"), "--arch", "llama", "--layers", "1", "--hidden", "32"]
+        [
+            "tiny-model",
+            "--tokenizer",
+            str(small_tok),
+            "-o",
+            str(tmp_path / "m"),
+            "--arch",
+            "llama",
+            "--layers",
+            "1",
+            "--hidden",
+            "32",
+        ]
     )
     assert args.func(args) == 0
     assert sha256_file(tmp_path / "m" / "tokenizer.json") == sha256_file(small_tok / "tokenizer.json")
@@ -303,7 +315,9 @@ def test_deepspeed_cpu_matches_plain_run(small_data, tiny_model, tmp_path, stage
     assert set(p_plain) == set(p_ds)
     assert all(p_ds[k].numel() == p_plain[k].numel() > 0 for k in p_plain)  # not ZeRO-3 placeholders
     diff = max((p_plain[k] - p_ds[k]).abs().max().item() for k in p_plain)
-    moved = max((p_plain[k] - q).abs().max().item() for k, q in AutoModelForCausalLM.from_pretrained(tiny_model).named_parameters())
+    moved = max(
+        (p_plain[k] - q).abs().max().item() for k, q in AutoModelForCausalLM.from_pretrained(tiny_model).named_parameters()
+    )
     assert diff < 1e-4 < moved, (diff, moved)
 
 
@@ -369,7 +383,9 @@ def test_ctrl_c_names_the_checkpoint_kept_and_resume_continues_from_it(small_dat
     assert "Traceback" not in stderr
     said = [ln for ln in stderr.splitlines() if ln.startswith("fastsft train: interrupted")]
     assert len(said) == 1, stderr[-3000:]
-    done = sorted((p for p in out.glob("checkpoint-*") if (p / "trainer_state.json").is_file()), key=lambda p: int(p.name.split("-")[1]))
+    done = sorted(
+        (p for p in out.glob("checkpoint-*") if (p / "trainer_state.json").is_file()), key=lambda p: int(p.name.split("-")[1])
+    )
     last = done[-1]
     assert int(last.name.split("-")[1]) >= 6
     assert f"kept {last} (the last checkpoint); resume with the same command plus --resume (or --resume {last})" in said[0]

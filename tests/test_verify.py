@@ -100,7 +100,9 @@ OPTION_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("family", "options"), OPTION_CASES, ids=[f"{f}-{'-'.join(map(str, o.values()))[-40:]}" for f, o in OPTION_CASES])
+@pytest.mark.parametrize(
+    ("family", "options"), OPTION_CASES, ids=[f"{f}-{'-'.join(map(str, o.values()))[-40:]}" for f, o in OPTION_CASES]
+)
 def test_options_identical(tmp_path, family, options):
     handmade = tmp_path / "handmade.jsonl"
     handmade.write_text("".join(json.dumps(r) + "\n" for r in HANDMADE), encoding="utf-8")
@@ -241,6 +243,7 @@ def test_changed_and_missing_inputs(tmp_path, capsys):
 def test_input_layouts(tmp_path):
     """JSON arrays (malformed and empty elements numbered as prep numbers them), zstd, gzip, BOM."""
     import zstandard
+
     with gzip.open(CORPORA / "llamafactory_identity.jsonl.gz", "rt", encoding="utf-8") as f:
         records = [line.strip() for line in itertools.islice(f, 12)]
     array = "\ufeff[\n" + ",\n".join([*records[:4], "{bad json]", *records[4:8]]) + "\n]\n"

@@ -419,9 +419,7 @@ def test_moved_and_wrong_tokenizers(tmp_path, capsys):
     model = tmp_path / "model"
     shutil.copytree(QWEN, model)
     out = tmp_path / "out"
-    fastsft.prep(
-        [str(write_jsonl(tmp_path / "one.jsonl", GOLDEN_RECORDS[1:2]))], str(model), str(out), template="chatml"
-    )
+    fastsft.prep([str(write_jsonl(tmp_path / "one.jsonl", GOLDEN_RECORDS[1:2]))], str(model), str(out), template="chatml")
     shutil.rmtree(model)  # the tokenizer recorded in the manifest is gone
     with pytest.raises(ValueError, match=r"tokenizer .*model/tokenizer.json.* not found.*pass --tokenizer DIR"):
         cli("inspect", str(out))

@@ -53,13 +53,15 @@ def arrays_to_arrow(out: dict[str, Any]):
     def lists(values: np.ndarray) -> pa.LargeListArray:
         return pa.LargeListArray.from_arrays(offsets, pa.array(values))
 
-    return pa.table({
-        "input_ids": lists(out["input_ids"]),
-        "labels": lists(out["labels"]),
-        "loss_mask": lists(out["loss_mask"]),
-        "truncated": pa.array(out["truncated"]),
-        "row": pa.array(out["row"]),
-        "turn": pa.array(out["turn"]),
-        "reject": pa.array(out["reject"], type=pa.string()),
-        "reject_detail": pa.array(out["reject_detail"], type=pa.string()),
-    })
+    return pa.table(
+        {
+            "input_ids": lists(out["input_ids"]),
+            "labels": lists(out["labels"]),
+            "loss_mask": lists(out["loss_mask"]),
+            "truncated": pa.array(out["truncated"]),
+            "row": pa.array(out["row"]),
+            "turn": pa.array(out["turn"]),
+            "reject": pa.array(out["reject"], type=pa.string()),
+            "reject_detail": pa.array(out["reject_detail"], type=pa.string()),
+        }
+    )

@@ -92,8 +92,12 @@ def format_summary(s: dict[str, Any]) -> str:
         f"fastsft prep: wrote {s['output']}",
         f"  records read   {s['read']:>12,}",
         f"  written        {s['written']:>12,}"
-        + (f"  ({s['samples']:,} samples; {s['split_records']:,} record{'s' if s['split_records'] != 1 else ''} "
-           f"split into {s['split_samples']:,} per-turn samples)" if s.get("split_records") else ""),
+        + (
+            f"  ({s['samples']:,} samples; {s['split_records']:,} record{'s' if s['split_records'] != 1 else ''} "
+            f"split into {s['split_samples']:,} per-turn samples)"
+            if s.get("split_records")
+            else ""
+        ),
         f"  rejected       {s['rejected']:>12,}" + (f"  ({reasons}; details in rejects.jsonl)" if reasons else ""),
         f"  truncated      {s['truncated']:>12,}",
         f"  tokens         {s['tokens']:>12,}  (trained {s['trained_tokens']:,}, {trained:.1%})",

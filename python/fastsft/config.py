@@ -50,7 +50,9 @@ class EncodeOptions:
         "Rename unusual roles, e.g. --role-map bot=assistant --role-map customer=user.",
         metavar="FROM=TO",
     )
-    messages_field: str | None = _opt(None, "Field holding the list of messages, for unusual layouts (default: conversations / messages).")
+    messages_field: str | None = _opt(
+        None, "Field holding the list of messages, for unusual layouts (default: conversations / messages)."
+    )
     role_field: str | None = _opt(None, "Field of a message holding its role (default: from / role).")
     content_field: str | None = _opt(None, "Field of a message holding its text (default: value / content).")
     system_field: str | None = _opt(None, "Top-level field holding a system prompt (default: system).")
@@ -129,7 +131,8 @@ class PrepOptions(EncodeOptions):
     threads: int = _opt(0, "Worker threads; 0 = every core. The output does not depend on it.")
     chunk_size: int | None = _opt(None, "Records per chunk (memory/speed trade-off; the output does not depend on it).")
     overwrite: bool = _opt(
-        False, "Replace an existing fastsft dataset at the output path. Other directories are never replaced; an empty one is used without this flag."
+        False,
+        "Replace an existing fastsft dataset at the output path. Other directories are never replaced; an empty one is used without this flag.",
     )
     strict: bool = _opt(False, "Stop at the first rejected record with its file, line and reason.")
     max_reject_fraction: float | None = _opt(
@@ -161,7 +164,9 @@ class PrepOptions(EncodeOptions):
         if self.shard_index is not None and self.num_shards is None:
             raise UsageError("--shard-index needs --num-shards")
         if self.shard_index is not None and self.num_shards is not None and not 0 <= self.shard_index < self.num_shards:
-            raise UsageError(f"--shard-index {self.shard_index}: must be in 0..{self.num_shards - 1} for --num-shards {self.num_shards}")
+            raise UsageError(
+                f"--shard-index {self.shard_index}: must be in 0..{self.num_shards - 1} for --num-shards {self.num_shards}"
+            )
         if self.max_reject_fraction is not None and not 0.0 <= self.max_reject_fraction <= 1.0:
             raise UsageError(f"--max-reject-fraction {self.max_reject_fraction}: must be between 0 and 1")
 
@@ -169,7 +174,11 @@ class PrepOptions(EncodeOptions):
         return EncodeOptions(**EncodeOptions.to_core(self))
 
     def to_core_json(self) -> str:
-        run = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ENCODE_FIELDS and f.metadata.get("core", True)}
+        run = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ENCODE_FIELDS and f.metadata.get("core", True)
+        }
         return json.dumps({"encoder": self.to_core(), "run": run}, ensure_ascii=False)
 
 
@@ -269,7 +278,8 @@ def typed_dicts_source() -> str:
         name = {EncodeOptions: "EncodeKwargs", PrepOptions: "PrepKwargs"}[cls]
         own = [f for f in dataclasses.fields(cls) if cls is EncodeOptions or f.name not in ENCODE_FIELDS]
         lines += ["", f"class {name}({base}, total=False):", f'    """The fields of `fastsft.config.{cls.__name__}`."""', ""]
-        lines += [f"    {f.name}: {_annotation(cls, f.name)}" for f in own]
+        # Python hands annotations back with single quotes; the file keeps ruff format's double quotes.
+        lines += [f"    {f.name}: {_annotation(cls, f.name).replace(chr(39), chr(34))}" for f in own]
         lines.append("")
     lines += ["", '__all__ = ["EncodeKwargs", "PrepKwargs"]', ""]
     return "\n".join(lines)

@@ -35,12 +35,7 @@ MODEL_FILES: tuple[str, ...] = ("config.json", "tokenizer.json")
 
 def _looks_like_path(name: str) -> bool:
     """A name no hub id can have: absolute, relative with ./ or ~, or more than one slash."""
-    return (
-        name.startswith(("/", ".", "~"))
-        or "\\" in name
-        or name.count("/") > 1
-        or name.endswith("/")
-    )
+    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1 or name.endswith("/")
 
 
 def _cache_dir() -> str | None:

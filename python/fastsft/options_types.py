@@ -11,7 +11,7 @@ from typing import Any, Literal, TypedDict
 class EncodeKwargs(TypedDict, total=False):
     """The fields of `fastsft.config.EncodeOptions`."""
 
-    format: Literal['sharegpt', 'openai', 'alpaca'] | None
+    format: Literal["sharegpt", "openai", "alpaca"] | None
     template: str | None
     role_map: dict[str, str] | None
     messages_field: str | None
@@ -19,13 +19,13 @@ class EncodeKwargs(TypedDict, total=False):
     content_field: str | None
     system_field: str | None
     max_len: int | None
-    truncation: Literal['right', 'drop']
-    train_on: Literal['all', 'last']
+    truncation: Literal["right", "drop"]
+    train_on: Literal["all", "last"]
     train_eot: bool
     train_on_prompt: bool
-    reasoning: Literal['train', 'mask', 'drop']
-    split_turns: Literal['never', 'auto', 'always']
-    history: Literal['template', 'as-written']
+    reasoning: Literal["train", "mask", "drop"]
+    split_turns: Literal["never", "auto", "always"]
+    history: Literal["template", "as-written"]
     template_args: dict[str, Any] | None
     date: str | None
     max_record_bytes: int | None
@@ -42,7 +42,7 @@ class PrepKwargs(EncodeKwargs, total=False):
     progress: bool
     num_shards: int | None
     shard_index: int | None
-    engine: Literal['local', 'ray']
+    engine: Literal["local", "ray"]
 
 
 __all__ = ["EncodeKwargs", "PrepKwargs"]

@@ -126,7 +126,9 @@ def assemble(units: list[Unit], files: list[str], absolute: list[str], tmp: Path
     for unit in with_data[1:]:
         for key in ("tokenizer", "template", "options", "input_ids_dtype", "format_version"):
             if unit.manifest[key] != first[key]:
-                raise DatasetFormatError(f"{unit.directory}: its {key} differs from {with_data[0].directory}'s; remove the work directory and run again")
+                raise DatasetFormatError(
+                    f"{unit.directory}: its {key} differs from {with_data[0].directory}'s; remove the work directory and run again"
+                )
     descr = "<u2" if first["input_ids_dtype"] == "uint16" else "<u4"
     outs = {
         "input_ids.npy": NpyOut(tmp / "input_ids.npy", descr),
@@ -234,8 +236,13 @@ def _copy_samples(piece: list[Unit], outs: dict[str, NpyOut], tokens_so_far: int
 def _copy_rejects(piece: list[Unit], absolute: list[str], files: list[str], out) -> None:
     """Reject lines in input order, naming each input as the user gave it (units read inputs by
     their absolute paths, which workers on other nodes or in other directories resolve alike)."""
-    renames = [(b'{"file":' + json.dumps(absolute[i], ensure_ascii=False).encode() + b",",
-                b'{"file":' + json.dumps(files[i], ensure_ascii=False).encode() + b",") for i in piece[0].files]
+    renames = [
+        (
+            b'{"file":' + json.dumps(absolute[i], ensure_ascii=False).encode() + b",",
+            b'{"file":' + json.dumps(files[i], ensure_ascii=False).encode() + b",",
+        )
+        for i in piece[0].files
+    ]
     entries: list[tuple[int, bytes]] = []
     for unit in piece:
         path = unit.directory / "rejects.jsonl"
@@ -273,8 +280,14 @@ def _compact(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _manifest(first: dict[str, Any], inputs: list[dict[str, Any]], counts: dict[str, Any], array_sha256: dict[str, str],
-              files: list[str], template: str | None) -> dict[str, Any]:
+def _manifest(
+    first: dict[str, Any],
+    inputs: list[dict[str, Any]],
+    counts: dict[str, Any],
+    array_sha256: dict[str, str],
+    files: list[str],
+    template: str | None,
+) -> dict[str, Any]:
     """rust/pipeline.rs's `manifest()` for the whole run, key for key (tests compare the bytes)."""
     tokenizer_sha, template_sha, options = first["tokenizer"]["sha256"], first["template"]["sha256"], dict(first["options"])
     if template is not None:

@@ -106,8 +106,9 @@ def prep_on_ray(
     try:
         slots = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_unit)
         units = plan_units(absolute, work, unit_bytes, slots)
-        reused, nodes, unit_seconds = _run_units(ray, units, absolute, files, tokenizer_dir, core_options, cpus_per_unit, max_retries,
-                                                 opts.progress)
+        reused, nodes, unit_seconds = _run_units(
+            ray, units, absolute, files, tokenizer_dir, core_options, cpus_per_unit, max_retries, opts.progress
+        )
     finally:
         if started_ray:
             ray.shutdown()
@@ -149,8 +150,16 @@ def prep_on_ray(
     for stale in target.parent.glob(f".{glob.escape(target.name)}.fastsft-ray-*"):
         shutil.rmtree(stale, ignore_errors=True)
     summary = dict(counts)
-    summary.update(output=os.fspath(output), seconds=time.monotonic() - started, threads=min(slots, len(units)) * cpus_per_unit,
-                   skipped=False, engine="ray", units=len(units), units_reused=reused, nodes=nodes)
+    summary.update(
+        output=os.fspath(output),
+        seconds=time.monotonic() - started,
+        threads=min(slots, len(units)) * cpus_per_unit,
+        skipped=False,
+        engine="ray",
+        units=len(units),
+        units_reused=reused,
+        nodes=nodes,
+    )
     return summary
 
 
@@ -177,12 +186,19 @@ def _core_options(opts: PrepOptions, cpus_per_unit: int) -> dict[str, Any]:
 def _plan_id(absolute: list[str], tokenizer_dir: str, core_options: dict[str, Any]) -> str:
     """Names the work directory: a re-run with the same inputs (path, size, mtime), tokenizer files
     and options finds the units it finished (and their layout); anything else starts afresh."""
+
     def stamp(path: str) -> list[Any]:
         st = os.stat(path)
         return [path, st.st_size, st.st_mtime_ns]
 
-    tokenizer_files = [tokenizer_dir] if os.path.isfile(tokenizer_dir) else sorted(
-        os.path.join(tokenizer_dir, name) for name in os.listdir(tokenizer_dir) if os.path.isfile(os.path.join(tokenizer_dir, name))
+    tokenizer_files = (
+        [tokenizer_dir]
+        if os.path.isfile(tokenizer_dir)
+        else sorted(
+            os.path.join(tokenizer_dir, name)
+            for name in os.listdir(tokenizer_dir)
+            if os.path.isfile(os.path.join(tokenizer_dir, name))
+        )
     )
     run = {k: v for k, v in core_options["run"].items() if k not in ("threads", "chunk_size")}
     options = {"encoder": core_options["encoder"], "run": run}
@@ -227,7 +243,12 @@ def plan_units(absolute: list[str], work: Path, unit_bytes: int, slots: int) -> 
         tmp.write_text(json.dumps(layout), encoding="utf-8")
         os.replace(tmp, layout_path)
     return [
-        Unit(u["files"], u["share"], u["shares"], work / f"unit-{u['files'][0]:05d}-{u['files'][-1]:05d}-{u['share']:05d}-of-{u['shares']:05d}")
+        Unit(
+            u["files"],
+            u["share"],
+            u["shares"],
+            work / f"unit-{u['files'][0]:05d}-{u['files'][-1]:05d}-{u['share']:05d}-of-{u['shares']:05d}",
+        )
         for u in layout
     ]
 
@@ -247,8 +268,17 @@ def _as_given(error: Exception, absolute: list[str], files: list[str]) -> Except
     return renamed
 
 
-def _run_units(ray, units: list[Unit], absolute: list[str], files: list[str], tokenizer_dir: str, core_options: dict[str, Any],
-               cpus_per_unit: int, max_retries: int, progress: bool) -> tuple[int, int, float]:
+def _run_units(
+    ray,
+    units: list[Unit],
+    absolute: list[str],
+    files: list[str],
+    tokenizer_dir: str,
+    core_options: dict[str, Any],
+    cpus_per_unit: int,
+    max_retries: int,
+    progress: bool,
+) -> tuple[int, int, float]:
     """Runs every unfinished unit as a Ray task; returns how many finished units were reused, on
     how many nodes the others ran, and the seconds their pipelines took (summed)."""
     task = ray.remote(encode_unit).options(num_cpus=cpus_per_unit, max_retries=max_retries, retry_exceptions=False)
@@ -259,8 +289,19 @@ def _run_units(ray, units: list[Unit], absolute: list[str], files: list[str], to
             unit.rejected_only = done or None
             reused += 1
             continue
-        pending.append((unit, task.remote([absolute[i] for i in unit.files], tokenizer_dir, os.fspath(unit.directory),
-                                          unit.shares, unit.share, core_options)))
+        pending.append(
+            (
+                unit,
+                task.remote(
+                    [absolute[i] for i in unit.files],
+                    tokenizer_dir,
+                    os.fspath(unit.directory),
+                    unit.shares,
+                    unit.share,
+                    core_options,
+                ),
+            )
+        )
     try:
         for position, (unit, ref) in enumerate(pending, 1):
             try:
@@ -299,7 +340,9 @@ def _finished(unit: Unit) -> dict[str, Any] | None:
     return None
 
 
-def encode_unit(paths: list[str], tokenizer: str, directory: str, shares: int, share: int, core_options: dict[str, Any]) -> dict[str, Any]:
+def encode_unit(
+    paths: list[str], tokenizer: str, directory: str, shares: int, share: int, core_options: dict[str, Any]
+) -> dict[str, Any]:
     """One unit, on a Ray worker: the Rust pipeline on its inputs (or on one share of one input).
 
     Returns the node it ran on, and `rejected_only`: None when it wrote a dataset. When every record of the unit was rejected the pipeline
@@ -327,8 +370,12 @@ def _keep_rejected_only(paths: list[str], directory: Path, kept: Path) -> dict[s
         reason = json.loads(line)["reason"]
         reasons[reason] = reasons.get(reason, 0) + 1
     read = sum(reasons.values())
-    counts = {"read": read, "rejected": read, "rejected_by_reason": dict(sorted(reasons.items())),
-              "inputs": [_file_info(path) for path in paths]}
+    counts = {
+        "read": read,
+        "rejected": read,
+        "rejected_by_reason": dict(sorted(reasons.items())),
+        "inputs": [_file_info(path) for path in paths],
+    }
     tmp = directory.with_name(directory.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
