@@ -64,7 +64,7 @@ fn oracle(file: &Path) -> (usize, Vec<bool>, Vec<String>, Option<(Vec<u32>, bool
 fn lengths(loaded: &LoadedTokenizer) -> Option<(Vec<u32>, bool)> {
     match &loaded.offsets {
         OffsetSource::ByteLengths { lengths, nfc } => Some((lengths.clone(), *nfc)),
-        OffsetSource::Tokenizer => None,
+        OffsetSource::FastBpe | OffsetSource::Tokenizer => None,
     }
 }
 
@@ -80,8 +80,10 @@ fn loaded_info_equals_the_tokenizers_crate() {
         assert_eq!(loaded.special, special, "{family}");
         let byte_level = want_lengths.is_some();
         assert!(lengths(&loaded) == want_lengths, "{family}: byte lengths differ");
-        // The fast BPE serves every byte-level file shipped (it passed the self-check).
-        assert_eq!(loaded.fast().is_some(), byte_level, "{family}");
+        // The fast BPE serves every file shipped (it passed the self-check), and gives the
+        // offsets of every SentencePiece one.
+        assert!(loaded.fast().is_some(), "{family}");
+        assert_eq!(matches!(loaded.offsets, OffsetSource::FastBpe), !byte_level, "{family}");
     }
 }
 
