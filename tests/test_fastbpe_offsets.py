@@ -28,6 +28,6 @@ def test_fast_offsets_give_the_same_bytes_as_the_tokenizers_crate(tmp_path, monk
     fast = fastsft.prep(CORPORA, tokenizer, tmp_path / "fast", threads=2)
     monkeypatch.setenv("FASTSFT_TOKENIZER", "reference")
     reference = fastsft.prep(CORPORA, tokenizer, tmp_path / "reference", threads=2)
-    assert fast["written"] > 5000, fast  # every corpus, not a handful of rows
+    assert fast["written"] > 3000, fast  # every corpus that renders, not a handful of rows
     assert fast["trained_tokens"] == reference["trained_tokens"]
     assert digests(tmp_path / "fast") == digests(tmp_path / "reference")
