@@ -356,7 +356,7 @@ def translation_pairs() -> dict[str, list[tuple[str, str]]]:
         try:
             with open(mo, "rb") as f:
                 catalogue = gettext.GNUTranslations(f)._catalog
-        except (OSError, UnicodeDecodeError, ValueError):
+        except (OSError, UnicodeDecodeError, ValueError, IndexError, LookupError, SyntaxError):
             continue  # a catalogue gettext cannot read is simply not used
         language = mo.parts[-3]
         for source, translation in catalogue.items():
