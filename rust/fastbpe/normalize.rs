@@ -39,6 +39,16 @@ impl Normalizer {
     }
 
     pub fn apply<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        // Llama 2 / Mistral v0.1 / Phi-3: `Prepend` then a one-character `Replace`, in one copy
+        // instead of two (no match can straddle the prefix and the text).
+        if let [Step::Prepend(p), Step::Replace(from, to)] = self.steps.as_slice() {
+            if !text.is_empty() && from.chars().count() == 1 {
+                let mut out = String::with_capacity(p.len() + text.len() + text.len() / 4);
+                replace_into(&mut out, p, from, to);
+                replace_into(&mut out, text, from, to);
+                return Cow::Owned(out);
+            }
+        }
         let mut s = Cow::Borrowed(text);
         for step in &self.steps {
             match step {
@@ -61,6 +71,17 @@ impl Normalizer {
         }
         s
     }
+}
+
+/// Appends `s` with every `from` replaced by `to` (as `str::replace`).
+fn replace_into(out: &mut String, s: &str, from: &str, to: &str) {
+    let mut last = 0;
+    for (i, _) in s.match_indices(from) {
+        out.push_str(&s[last..i]);
+        out.push_str(to);
+        last = i + from.len();
+    }
+    out.push_str(&s[last..]);
 }
 
 /// The Unicode quick check, answered without table lookups for text made only of characters
@@ -125,6 +146,7 @@ mod tests {
             {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}]});
         let n = Normalizer::from_json(&v).expect("sequence");
         assert_eq!(n.apply("a b"), "\u{2581}a\u{2581}b");
+        assert_eq!(n.apply(" a  b "), "\u{2581}\u{2581}a\u{2581}\u{2581}b\u{2581}");
         assert_eq!(n.apply(""), "");
     }
 
