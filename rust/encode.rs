@@ -263,7 +263,7 @@ impl Encoder {
     fn tokenize(&self, text: &str) -> std::result::Result<(Vec<u32>, Vec<(usize, usize)>), Reject> {
         let failed = |e: tokenizers::Error| Reject::new(RejectReason::TokenizerError, format!("tokenizer failed: {e}"));
         if let OffsetSource::ByteLengths { lengths, nfc } = &self.offsets {
-            let unchanged = !nfc || text.is_ascii() || unicode_normalization::is_nfc_quick(text.chars()) == unicode_normalization::IsNormalized::Yes;
+            let unchanged = !nfc || crate::fastbpe::nfc_leaves_unchanged(text);
             if unchanged {
                 let ids = match &self.fast {
                     Some(fast) => fast.encode(text),

@@ -44,6 +44,7 @@ use serde_json::Value;
 use added::{Matcher, Segment, Strip};
 pub use cache::FxHashMap;
 pub use json::TokenizerJson;
+pub use normalize::nfc_leaves_unchanged;
 use cache::{with_cache, WordCache};
 use model::Model;
 use normalize::Normalizer;

@@ -73,6 +73,21 @@ impl Normalizer {
     }
 }
 
+/// Whether the `tokenizers` crate's NFC (its Unicode 9.0 tables) leaves `s` as it is. The quick
+/// check answers most texts; when it says "maybe" (combining marks, Hangul jamo, Indic vowel
+/// signs: common in multilingual text), the text is normalized and compared, which costs far
+/// less than the crate's offset-tracking encode that a "not sure" would otherwise send it to.
+pub fn nfc_leaves_unchanged(s: &str) -> bool {
+    if s.is_ascii() || s.chars().all(is_inert) {
+        return true;
+    }
+    match is_nfc_quick(s.chars()) {
+        IsNormalized::Yes => true,
+        IsNormalized::No => false,
+        IsNormalized::Maybe => s.nfc().map(|(c, _)| c).eq(s.chars()),
+    }
+}
+
 /// Appends `s` with every `from` replaced by `to` (as `str::replace`).
 fn replace_into(out: &mut String, s: &str, from: &str, to: &str) {
     let mut last = 0;
@@ -128,6 +143,18 @@ mod tests {
         let n = Normalizer::from_json(&json!({"type": "NFC"})).expect("nfc");
         assert_eq!(n.apply("e\u{301}"), "\u{e9}");
         assert!(matches!(n.apply("plain 中文"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn nfc_check_is_exact_where_the_quick_check_is_unsure() {
+        // U+0915 U+093C (ka + nukta) has a composition excluded from NFC: "maybe", and unchanged.
+        assert_eq!(is_nfc_quick("\u{915}\u{93c}".chars()), IsNormalized::Maybe);
+        assert!(nfc_leaves_unchanged("\u{915}\u{93c}"));
+        // e + combining acute: "maybe", and composed by NFC.
+        assert_eq!(is_nfc_quick("e\u{301}".chars()), IsNormalized::Maybe);
+        assert!(!nfc_leaves_unchanged("e\u{301}"));
+        assert!(!nfc_leaves_unchanged("\u{212b}")); // Angstrom sign: "no"
+        assert!(nfc_leaves_unchanged("plain, 中文, é"));
     }
 
     #[test]
