@@ -31,3 +31,25 @@ def test_fast_offsets_give_the_same_bytes_as_the_tokenizers_crate(tmp_path, monk
     assert fast["written"] > 3000, fast  # every corpus that renders, not a handful of rows
     assert fast["trained_tokens"] == reference["trained_tokens"]
     assert digests(tmp_path / "fast") == digests(tmp_path / "reference")
+
+
+# Characters NFC's quick check is unsure of (Devanagari nukta, Hangul jamo, a Bengali vowel sign,
+# Kannada length mark) and text NFC changes (e + combining acute, the Angstrom sign): the
+# byte-level path checks them exactly and sends only the changed ones to the crate.
+UNSURE = ["क़िताब \u0915\u093c", "\u1100\u1161\u11a8 한국어", "বাংলা \u09be", "ಕೂ\u0cd5", "cafe\u0301 \u212b", "plain text"]
+
+
+@pytest.mark.parametrize("family", ["qwen2.5", "qwen3"])
+def test_nfc_unsure_texts_give_the_same_bytes_as_the_tokenizers_crate(tmp_path, monkeypatch, family):
+    import json
+
+    corpus = tmp_path / "unsure.jsonl"
+    rows = [{"conversations": [{"from": "human", "value": a}, {"from": "gpt", "value": b}]} for a in UNSURE for b in UNSURE]
+    corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tokenizer = REPO / "assets/tokenizers" / family
+    monkeypatch.setenv("FASTSFT_CACHE", "0")
+    fast = fastsft.prep([corpus], tokenizer, tmp_path / "fast")
+    monkeypatch.setenv("FASTSFT_TOKENIZER", "reference")
+    fastsft.prep([corpus], tokenizer, tmp_path / "reference")
+    assert fast["written"] == len(rows)
+    assert digests(tmp_path / "fast") == digests(tmp_path / "reference")
