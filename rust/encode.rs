@@ -260,7 +260,7 @@ impl Encoder {
     /// skips the offset bookkeeping. SentencePiece files the fast BPE covers get its offsets, the
     /// crate's own by construction (`fastbpe::offsets`), checked text by text. Anything else, and
     /// any text that fails a check, uses the tokenizer's own offsets.
-    fn tokenize(&self, text: &str) -> std::result::Result<(Vec<u32>, Vec<(usize, usize)>), Reject> {
+    fn tokenize(&self, text: &str) -> std::result::Result<crate::fastbpe::IdsAndOffsets, Reject> {
         let failed = |e: tokenizers::Error| Reject::new(RejectReason::TokenizerError, format!("tokenizer failed: {e}"));
         if let OffsetSource::ByteLengths { lengths, nfc } = &self.offsets {
             let unchanged = !nfc || crate::fastbpe::nfc_leaves_unchanged(text);

@@ -153,11 +153,10 @@ impl LoadedTokenizer {
         if self.verified {
             return Ok(());
         }
-        if self.fast.is_none() {
+        let Some(fast) = self.fast.as_ref() else {
             return self.reference.get().map(|_| ());
-        }
+        };
         let reference = self.reference.get()?;
-        let fast = self.fast.as_ref().expect("checked above");
         let same = match self.offsets {
             OffsetSource::FastBpe => PROBES.iter().all(|text| {
                 reference.encode(*text, false).is_ok_and(|e| {
