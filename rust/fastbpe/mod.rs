@@ -16,6 +16,10 @@
 //! full corpora for every shipped tokenizer (`cargo run --release --example fastbpe_parity`).
 //! Speed: `cargo run --release --example tokenizer_speed` (results in `benches/fastbpe.md`).
 //!
+//! Offsets: byte-level callers derive them from each token's byte length; for the SentencePiece
+//! layouts `encode_with_offsets` reports the `tokenizers` crate's own offsets (`offsets`), checked
+//! piece by piece as they are computed.
+//!
 //! Supported: `model` BPE (no dropout, no subword prefix/suffix), normalizer null / NFC /
 //! `Prepend` / literal `Replace` / `Sequence` of these; pre-tokenizer `Sequence[Split(Qwen or
 //! Llama 3 regex, Isolated), ByteLevel(use_regex: false)]`, `ByteLevel(use_regex: true)` (GPT-2),
