@@ -1,14 +1,16 @@
 #!/usr/bin/env python
 """Benchmark `fastsft prep` against the usual ways of making SFT arrays, on one corpus, in one run.
 
-    python benches/bench_prep.py [--conversations 100000] [--tokenizer assets/tokenizers/qwen2.5]
+    python benches/bench_prep.py [--conversations 100000] [--corpus repeated|distinct] [--tokenizer assets/tokenizers/qwen2.5]
                                  [--limit METHOD=N ...] [--methods NAME ...] [--work DIR]
 
 `--limit METHOD=N` runs a slow method on about N records, every k-th record of the corpus (so the
 mix of corpora stays the same); the table says how many records each method read.
 
 The corpus is the repo's real chat corpora (ShareGPT, Alpaca and tool-call files, mixed in one
-JSONL file) repeated until it holds `--conversations` records. Every method renders with the
+JSONL file) repeated until it holds `--conversations` records, or with `--corpus distinct`
+`--conversations` records no two alike, built from the translation catalogues the OS ships
+(/usr/share/locale: ~1.2M distinct translations in ~180 languages; see build_distinct_corpus). Every method renders with the
 tokenizer's own chat template (Qwen2.5's by default) and produces ids (and, where it can, the
 assistant mask) of every valid conversation:
 
@@ -182,7 +184,7 @@ def worker_tutorial(args, out: Path) -> dict:
     cut = re.compile("(" + "|".join(re.escape(a) for a in sorted(added, key=len, reverse=True)) + ")")
     rows = Rows(with_mask=True)
     start, cpu0 = time.perf_counter(), cpu_seconds()
-    for line, conv in records(Path(args.corpus), args.stride):
+    for line, conv in records(Path(args.corpus_file), args.stride):
         pieces = qwen_pieces(conv)
         spans, pos = [], 0  # trained character spans of the whole text
         for text, trained in pieces:
@@ -210,7 +212,7 @@ def worker_tutorial(args, out: Path) -> dict:
     rows.save(out)
     # Untimed: how often the naive loop (one call per template piece) is wrong.
     naive_wrong, index = 0, 0
-    for line, conv in records(Path(args.corpus), args.stride):
+    for line, conv in records(Path(args.corpus_file), args.stride):
         naive = [i for text, _ in qwen_pieces(conv) for i in tok.encode(text, add_special_tokens=False).ids]
         if naive != rows.ids[rows.offsets[index] : rows.offsets[index + 1]].tolist():
             naive_wrong += 1
@@ -223,7 +225,7 @@ def worker_transformers(args, out: Path) -> dict:
     template = reference.marked_template()
     rows = Rows(with_mask=True)
     start, cpu0 = time.perf_counter(), cpu_seconds()
-    for line, conv in records(Path(args.corpus), args.stride):
+    for line, conv in records(Path(args.corpus_file), args.stride):
         enc = tok.apply_chat_template(
             conv.messages,
             tools=conv.tools or None,
@@ -268,7 +270,7 @@ def worker_datasets(args, out: Path) -> dict:
     datasets.disable_progress_bars()
     cache = out / "hf_cache"
     start, cpu0 = time.perf_counter(), cpu_seconds()
-    ds = datasets.load_dataset("text", data_files=str(args.corpus), split="train", cache_dir=str(cache))
+    ds = datasets.load_dataset("text", data_files=str(args.corpus_file), split="train", cache_dir=str(cache))
     if args.stride > 1:
         ds = ds.select(range(0, len(ds), args.stride))
     ds = ds.map(
@@ -312,7 +314,7 @@ def worker_fastsft(args, out: Path) -> dict:
     import fastsft
 
     start, cpu0 = time.perf_counter(), cpu_seconds()
-    summary = fastsft.prep([str(args.corpus)], str(args.tokenizer), str(out / "prep"), threads=args.threads)
+    summary = fastsft.prep([str(args.corpus_file)], str(args.tokenizer), str(out / "prep"), threads=args.threads)
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
     return {"seconds": seconds, "cpu": cpu, "conversations": summary["written"], "tokens": summary["tokens"], "summary": summary}
 
@@ -336,6 +338,71 @@ def build_corpus(path: Path, n: int) -> None:
     with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
         for i in range(n):
             f.write(lines[i % len(lines)] + "\n")
+
+
+LOCALE = Path("/usr/share/locale")
+PAIRS_PER_TURN, TURNS = 5, 2
+
+
+def translation_pairs() -> dict[str, list[tuple[str, str]]]:
+    """language -> (English source, translation) of every gettext catalogue under /usr/share/locale
+    (the translations of GTK, GLib, coreutils, ISO code lists, ... that the OS ships: real text
+    in ~180 languages), each translation once over all catalogues."""
+    import gettext
+
+    by_language: dict[str, list[tuple[str, str]]] = {}
+    seen: set[str] = set()
+    for mo in sorted(LOCALE.glob("*/LC_MESSAGES/*.mo")):
+        try:
+            with open(mo, "rb") as f:
+                catalogue = gettext.GNUTranslations(f)._catalog
+        except (OSError, UnicodeDecodeError, ValueError, IndexError, LookupError, SyntaxError):
+            continue  # a catalogue gettext cannot read is simply not used
+        language = mo.parts[-3]
+        for source, translation in catalogue.items():
+            source = source[0] if isinstance(source, tuple) else source
+            if source and translation and translation != source and translation not in seen:
+                seen.add(translation)
+                by_language.setdefault(language, []).append((source, translation))
+    return by_language
+
+
+def build_distinct_corpus(path: Path, n: int) -> str:
+    """`n` ShareGPT records, no two alike: each is TURNS exchanges of "Translate into <language>:"
+    with PAIRS_PER_TURN English interface strings, answered with their translations, taken in
+    turn from each language's catalogue strings (every translation used at most once). Built
+    here from the machine's own files, never committed. Returns a description for the report."""
+    by_language = translation_pairs()
+    total = sum(len(v) for v in by_language.values())
+    need = n * PAIRS_PER_TURN * TURNS
+    if total < need:
+        raise SystemExit(f"{LOCALE} holds {total:,} distinct translations; {n:,} records need {need:,}: ask for fewer")
+    queues = {language: iter(pairs) for language, pairs in by_language.items()}
+    languages, used, chars = sorted(queues), set(), 0
+    with open(path, "w", encoding="utf-8") as f:
+        written, turn = 0, 0
+        while written < n:
+            if not languages:
+                raise SystemExit(f"{LOCALE} ran out of translations after {written:,} records: ask for fewer")
+            language = languages[turn % len(languages)]
+            turn += 1
+            exchanges = []
+            for _ in range(TURNS):
+                pairs = [p for p in (next(queues[language], None) for _ in range(PAIRS_PER_TURN)) if p]
+                if not pairs:
+                    break
+                exchanges += [{"from": "human", "value": f"Translate into {language}:\n" + "\n".join(s for s, _ in pairs)},
+                              {"from": "gpt", "value": "\n".join(t for _, t in pairs)}]
+            if not exchanges:
+                languages.remove(language)
+                continue
+            line = json.dumps({"conversations": exchanges}, ensure_ascii=False)
+            chars += len(line)
+            used.add(language)
+            f.write(line + "\n")
+            written += 1
+    return (f"distinct: {total:,} translations from {LOCALE}/*/LC_MESSAGES/*.mo, {len(used)} languages used, "
+            f"{chars / 1e6:.1f}M characters of JSON")
 
 
 def prerender(corpus: Path, tokenizer: str, path: Path) -> None:
@@ -481,7 +548,10 @@ def main() -> None:
     # worker mode
     ap.add_argument("--worker", choices=list(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
-    ap.add_argument("--corpus", help=argparse.SUPPRESS)
+    ap.add_argument("--corpus", choices=["repeated", "distinct"], default="repeated",
+                    help="repeated: the repo's chat corpora repeated; distinct: every record different, "
+                         "built from the translation catalogues under /usr/share/locale (see build_distinct_corpus)")
+    ap.add_argument("--corpus-file", help=argparse.SUPPRESS)
     ap.add_argument("--texts", help=argparse.SUPPRESS)
     ap.add_argument("--stride", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -505,8 +575,12 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     corpus, texts = work / "corpus.jsonl", work / "texts.json"
     print(f"[bench] corpus: {args.conversations:,} records -> {corpus}", file=sys.stderr, flush=True)
-    build_corpus(corpus, args.conversations)
-    common = ["--corpus", str(corpus), "--tokenizer", args.tokenizer, "--texts", str(texts)]
+    if args.corpus == "distinct":
+        described = build_distinct_corpus(corpus, args.conversations)
+    else:
+        build_corpus(corpus, args.conversations)
+        described = f"{', '.join(CORPORA)} repeated"
+    common = ["--corpus-file", str(corpus), "--tokenizer", args.tokenizer, "--texts", str(texts)]
 
     plan = []  # (name, method, threads)
     for method in args.methods:
@@ -570,8 +644,7 @@ def main() -> None:
     print(f"load average (1, 5, 15 min) before: {load_before}, after: {os.getloadavg()}")
     print(f"date:    {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
     print(f"versions: {versions()}")
-    print(f"tokenizer: {args.tokenizer}; corpus: {args.conversations:,} records "
-          f"({', '.join(CORPORA)} repeated)")
+    print(f"tokenizer: {args.tokenizer}; corpus: {args.conversations:,} records ({described})")
     if ref:
         s = ref[0]["summary"]
         print(f"fastsft summary: read {s['read']:,}, written {s['written']:,}, rejected {s['rejected']:,} "

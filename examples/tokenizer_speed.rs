@@ -6,6 +6,8 @@
 //! tokenizer (cold caches: both libraries cache words per thread), and the median is reported.
 //! Usage: `cargo run --release --example tokenizer_speed [REPS] [FAMILY...]`
 //! (default: 5 reps; qwen2.5, llama3.1, qwen3, gpt2, mistral-7b-instruct-v0.3, gemma).
+//! `OFFSETS=1`: ids and offsets on both sides, what masks of the SentencePiece families need:
+//! the crate's `encode` against `FastTokenizer::encode_with_offsets`.
 #[path = "../tests/fastbpe_common/mod.rs"]
 mod common;
 
@@ -37,13 +39,17 @@ fn main() {
         let mut tokens = (0, 0);
         // FASTBPE_ONLY=1: time fastbpe alone (for profiling it).
         let only_fast = std::env::var_os("FASTBPE_ONLY").is_some();
+        let offsets = std::env::var_os("OFFSETS").is_some();
         for _ in 0..reps {
             if !only_fast {
                 let reference = Tokenizer::from_bytes(&json).expect("tokenizers loads it");
                 let t = common::thread_cpu_seconds();
                 let mut n = 0;
                 for text in &texts {
-                    n += reference.encode_fast(text.as_str(), false).expect("encode").len();
+                    n += match offsets {
+                        true => reference.encode(text.as_str(), false).expect("encode").len(),
+                        false => reference.encode_fast(text.as_str(), false).expect("encode").len(),
+                    };
                 }
                 ref_times.push(common::thread_cpu_seconds() - t);
                 tokens.0 = n;
@@ -56,7 +62,10 @@ fn main() {
             let t = common::thread_cpu_seconds();
             let mut n = 0;
             for text in &texts {
-                n += fast.encode(text).len();
+                n += match offsets {
+                    true => fast.encode_with_offsets(text).expect("fastbpe offsets for this family").1.len(),
+                    false => fast.encode(text).len(),
+                };
             }
             fast_times.push(common::thread_cpu_seconds() - t);
             tokens.1 = n;

@@ -257,11 +257,13 @@ impl Encoder {
     /// Ids and byte offsets of the whole text. For byte-level BPE the offsets are the running sum
     /// of each token's byte length: exact by construction, whatever the tokenizer's offset
     /// tracking reports (Llama 3's zero-width offsets, trimmed whitespace), and `encode_fast`
-    /// skips the offset bookkeeping. Anything else uses the tokenizer's own offsets.
-    fn tokenize(&self, text: &str) -> std::result::Result<(Vec<u32>, Vec<(usize, usize)>), Reject> {
+    /// skips the offset bookkeeping. SentencePiece files the fast BPE covers get its offsets, the
+    /// crate's own by construction (`fastbpe::offsets`), checked text by text. Anything else, and
+    /// any text that fails a check, uses the tokenizer's own offsets.
+    fn tokenize(&self, text: &str) -> std::result::Result<crate::fastbpe::IdsAndOffsets, Reject> {
         let failed = |e: tokenizers::Error| Reject::new(RejectReason::TokenizerError, format!("tokenizer failed: {e}"));
         if let OffsetSource::ByteLengths { lengths, nfc } = &self.offsets {
-            let unchanged = !nfc || text.is_ascii() || unicode_normalization::is_nfc_quick(text.chars()) == unicode_normalization::IsNormalized::Yes;
+            let unchanged = !nfc || crate::fastbpe::nfc_leaves_unchanged(text);
             if unchanged {
                 let ids = match &self.fast {
                     Some(fast) => fast.encode(text),
@@ -277,6 +279,11 @@ impl Encoder {
                 if at == text.len() {
                     return Ok((ids, offsets));
                 }
+            }
+        }
+        if let (OffsetSource::FastBpe, Some(fast)) = (&self.offsets, &self.fast) {
+            if let Some(found) = fast.encode_with_offsets(text) {
+                return Ok(found);
             }
         }
         let encoding = self.tokenizer.encode(text, false).map_err(failed)?;

@@ -47,12 +47,18 @@ pub enum OffsetSource {
     /// Byte-level BPE: each id's length in bytes; `nfc` when a NFC normalizer runs first (then
     /// only text already in NFC, whose bytes the normalizer leaves alone, can use the lengths).
     ByteLengths { lengths: Vec<u32>, nfc: bool },
+    /// SentencePiece-style BPE (Mistral, Phi-3, Gemma, TinyLlama): the fast BPE reports the
+    /// offsets the `tokenizers` crate would (`FastTokenizer::encode_with_offsets`), checking each
+    /// text as it goes; a text that fails the check goes to the crate.
+    FastBpe,
     Tokenizer,
 }
 
-/// Texts on which the fast BPE must give the `tokenizers` crate's ids before it is used: chat
-/// markup, mixed scripts, whitespace runs, digits, emoji, special-token look-alikes.
-const PROBES: [&str; 8] = [
+/// Texts on which the fast BPE must give the `tokenizers` crate's ids (and, for SentencePiece
+/// files, its offsets) before it is used: chat markup of every shipped family, mixed scripts,
+/// whitespace runs and leading spaces, digits, emoji and characters outside every vocabulary
+/// (byte fallback), special-token look-alikes and tokens inside words, a literal `▁`.
+pub(crate) const PROBES: [&str; 12] = [
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n請翻譯:今天天氣真好<|im_end|>\n<|im_start|>assistant\n",
     "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHello, who are you?<|eot_id|>",
     "  leading   and trailing spaces \t\t\n\n\n  \r\n x",
@@ -61,6 +67,10 @@ const PROBES: [&str; 8] = [
     "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": [1, 2]}}",
     "<|im_start <|im_end|>x <|endoftext|><|endoftext|> </s> <s>[INST]",
     "\u{1f}\u{1c}\u{a0}\u{3000}\u{2028} odd whitespace",
+    "<bos><start_of_turn>user\nHi  there<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n",
+    "<|user|>\n  What?<|end|>\n<|assistant|>\n Fine.<|end|>\n<|endoftext|></s>  x",
+    " 𠜎𪚥\u{0}\u{7f}ꙮ𝔘 ▁▁ ▁x▁ ▁ mid</s>word[INST]in<s>side [/INST] ",
+    "",
 ];
 
 impl LoadedTokenizer {
@@ -111,11 +121,16 @@ impl LoadedTokenizer {
         }
         let mut special: Vec<String> = added.tokens.iter().filter(|(_, t)| t.special).map(|(_, t)| t.content.clone()).collect();
         special.sort();
-        let offsets = detect_offsets(parsed, model_vocab.as_ref(), &added, model_len + added.new_count);
+        let mut offsets = detect_offsets(parsed, model_vocab.as_ref(), &added, model_len + added.new_count);
         let fast = match offsets {
-            OffsetSource::ByteLengths { .. } if !reference_only => FastTokenizer::from_parsed(parsed),
-            _ => None,
+            _ if reference_only => None,
+            OffsetSource::ByteLengths { .. } => FastTokenizer::from_parsed(parsed),
+            // Without byte lengths, the fast BPE serves only files whose offsets it reproduces.
+            _ => FastTokenizer::from_parsed(parsed).filter(FastTokenizer::has_offsets),
         };
+        if fast.is_some() && matches!(offsets, OffsetSource::Tokenizer) {
+            offsets = OffsetSource::FastBpe;
+        }
         Ok(LoadedTokenizer {
             file: file.to_path_buf(),
             sha256: sha256.to_string(),
@@ -138,14 +153,23 @@ impl LoadedTokenizer {
         if self.verified {
             return Ok(());
         }
-        if self.fast.is_none() {
+        let Some(fast) = self.fast.as_ref() else {
             return self.reference.get().map(|_| ());
-        }
+        };
         let reference = self.reference.get()?;
-        let fast = self.fast.as_ref().expect("checked above");
-        let same = PROBES.iter().all(|text| reference.encode(*text, false).is_ok_and(|e| e.get_ids() == fast.encode(text).as_slice()));
+        let same = match self.offsets {
+            OffsetSource::FastBpe => PROBES.iter().all(|text| {
+                reference.encode(*text, false).is_ok_and(|e| {
+                    fast.encode_with_offsets(text).is_some_and(|(ids, offsets)| e.get_ids() == ids && e.get_offsets() == offsets)
+                })
+            }),
+            _ => PROBES.iter().all(|text| reference.encode(*text, false).is_ok_and(|e| e.get_ids() == fast.encode(text).as_slice())),
+        };
         if !same {
             self.fast = None;
+            if matches!(self.offsets, OffsetSource::FastBpe) {
+                self.offsets = OffsetSource::Tokenizer;
+            }
             return Ok(());
         }
         self.verified = true;

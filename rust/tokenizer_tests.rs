@@ -64,7 +64,7 @@ fn oracle(file: &Path) -> (usize, Vec<bool>, Vec<String>, Option<(Vec<u32>, bool
 fn lengths(loaded: &LoadedTokenizer) -> Option<(Vec<u32>, bool)> {
     match &loaded.offsets {
         OffsetSource::ByteLengths { lengths, nfc } => Some((lengths.clone(), *nfc)),
-        OffsetSource::Tokenizer => None,
+        OffsetSource::FastBpe | OffsetSource::Tokenizer => None,
     }
 }
 
@@ -80,8 +80,10 @@ fn loaded_info_equals_the_tokenizers_crate() {
         assert_eq!(loaded.special, special, "{family}");
         let byte_level = want_lengths.is_some();
         assert!(lengths(&loaded) == want_lengths, "{family}: byte lengths differ");
-        // The fast BPE serves every byte-level file shipped (it passed the self-check).
-        assert_eq!(loaded.fast().is_some(), byte_level, "{family}");
+        // The fast BPE serves every file shipped (it passed the self-check), and gives the
+        // offsets of every SentencePiece one.
+        assert!(loaded.fast().is_some(), "{family}");
+        assert_eq!(matches!(loaded.offsets, OffsetSource::FastBpe), !byte_level, "{family}");
     }
 }
 
@@ -97,7 +99,7 @@ const TEXTS: [&str; 4] = [
 fn a_cached_load_skips_the_reference_and_encodes_the_same() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cache = CacheDir(dir.path().join("c"));
-    for family in ["qwen2.5", "llama3.1"] {
+    for family in ["qwen2.5", "llama3.1", "gemma"] {
         let file = assets().join(family).join("tokenizer.json");
         let mut cold = LoadedTokenizer::load_with_cache(&file, Some(cache.clone())).expect("loads");
         assert!(cold.reference.started(), "a cold load builds the reference for the self-check");
@@ -111,7 +113,13 @@ fn a_cached_load_skips_the_reference_and_encodes_the_same() {
         let reference = cold.reference.get().expect("reference");
         let fast = warm.fast().expect("a cached load has the verified fast BPE");
         for text in PROBES.iter().chain(&TEXTS) {
-            assert_eq!(fast.encode(text), reference.encode(*text, false).expect("encodes").get_ids(), "{family}: {text:?}");
+            let want = reference.encode(*text, false).expect("encodes");
+            assert_eq!(fast.encode(text), want.get_ids(), "{family}: {text:?}");
+            // SentencePiece: the cached fast BPE gives the crate's offsets too.
+            assert_eq!(fast.has_offsets(), family == "gemma");
+            if let Some((ids, offsets)) = fast.encode_with_offsets(text) {
+                assert_eq!((ids.as_slice(), offsets.as_slice()), (want.get_ids(), want.get_offsets()), "{family}: {text:?}");
+            }
         }
         // The reference is still there when a text needs it, built on first use.
         assert_eq!(warm.reference.encode(TEXTS[0], false).expect("encodes").get_ids(), reference.encode(TEXTS[0], false).expect("encodes").get_ids());

@@ -35,10 +35,11 @@ pub struct Matcher {
     is_start: [bool; 256],
 }
 
-/// A part of the text: an added token, or a byte range of text between tokens.
+/// A part of the text: an added token (id, and the byte range it covers, widened over the
+/// whitespace it strips), or a byte range of text between tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Segment {
-    Token(u32),
+    Token(u32, usize, usize),
     Text(usize, usize),
 }
 
@@ -143,7 +144,7 @@ impl Matcher {
             if start_offset < start {
                 emit(Segment::Text(start_offset, start));
             }
-            emit(Segment::Token(id));
+            emit(Segment::Token(id, start, stop));
             start_offset = stop;
         }
         if start_offset < text.len() {
@@ -187,6 +188,6 @@ mod tests {
         let m = Matcher::new(vec![("<|end|>".into(), 7, strip)]).expect("ok").expect("some");
         let mut segs = Vec::new();
         m.split("a  <|end|> \n b", |s| segs.push(s));
-        assert_eq!(segs, vec![Segment::Text(0, 1), Segment::Token(7), Segment::Text(13, 14)]);
+        assert_eq!(segs, vec![Segment::Text(0, 1), Segment::Token(7, 1, 13), Segment::Text(13, 14)]);
     }
 }

@@ -16,6 +16,10 @@
 //! full corpora for every shipped tokenizer (`cargo run --release --example fastbpe_parity`).
 //! Speed: `cargo run --release --example tokenizer_speed` (results in `benches/fastbpe.md`).
 //!
+//! Offsets: byte-level callers derive them from each token's byte length; for the SentencePiece
+//! layouts `encode_with_offsets` reports the `tokenizers` crate's own offsets (`offsets`), checked
+//! piece by piece as they are computed.
+//!
 //! Supported: `model` BPE (no dropout, no subword prefix/suffix), normalizer null / NFC /
 //! `Prepend` / literal `Replace` / `Sequence` of these; pre-tokenizer `Sequence[Split(Qwen or
 //! Llama 3 regex, Isolated), ByteLevel(use_regex: false)]`, `ByteLevel(use_regex: true)` (GPT-2),
@@ -29,12 +33,14 @@ mod classes;
 pub mod json;
 mod model;
 mod normalize;
+mod offsets;
 mod pretokenize;
 mod sentencepiece;
 #[rustfmt::skip]
 mod unicode_data;
 mod vocab;
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
@@ -42,9 +48,11 @@ use serde_json::Value;
 use added::{Matcher, Segment, Strip};
 pub use cache::FxHashMap;
 pub use json::TokenizerJson;
+pub use normalize::nfc_leaves_unchanged;
 use cache::{with_cache, WordCache};
 use model::Model;
 use normalize::Normalizer;
+use offsets::OffsetPlan;
 use pretokenize::Pattern;
 use sentencepiece::Metaspace;
 
@@ -72,7 +80,12 @@ pub struct FastTokenizer {
     model: Model,
     /// SentencePiece: pieces may be cut before `▁` (see `sentencepiece`).
     segment: bool,
+    /// SentencePiece layouts whose token offsets fastbpe reproduces (see `offsets`).
+    offsets: Option<OffsetPlan>,
 }
+
+/// Token ids and their byte offsets in the input.
+pub type IdsAndOffsets = (Vec<u32>, Vec<(usize, usize)>);
 
 impl FastTokenizer {
     /// Builds the fast tokenizer from the bytes of a `tokenizer.json`, or `None` if anything in
@@ -109,6 +122,13 @@ impl FastTokenizer {
         }
         let segment = !byte_level && !model.ignore_merges && sentencepiece::can_segment(model_json.merges.as_deref()?);
         let (raw_tokens, normalized_tokens) = added_tokens(&root.added_tokens, &model, &normalizer)?;
+        let offsets = match pre_tokenizer {
+            PreTokenizer::ByteLevel(_) => None,
+            PreTokenizer::Metaspace(_) | PreTokenizer::Whole => {
+                let metaspace = matches!(pre_tokenizer, PreTokenizer::Metaspace(_));
+                OffsetPlan::new(model_json, &model, &normalizer, metaspace, normalized_tokens.is_some())
+            }
+        };
         classes::init();
         Some(FastTokenizer {
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
@@ -118,7 +138,53 @@ impl FastTokenizer {
             pre_tokenizer,
             model,
             segment,
+            offsets,
         })
+    }
+
+    /// Whether [`FastTokenizer::encode_with_offsets`] serves this file (the SentencePiece
+    /// layouts of `offsets`; byte-level offsets are each token's byte length, see
+    /// `crate::tokenizer::OffsetSource`).
+    pub fn has_offsets(&self) -> bool {
+        self.offsets.is_some()
+    }
+
+    /// The ids of `tokenizers::Tokenizer::encode(text, false)` and the byte offsets that encoding
+    /// reports, or `None` when this file has no offset plan or a piece fails the plan's check.
+    pub fn encode_with_offsets(&self, text: &str) -> Option<IdsAndOffsets> {
+        let plan = self.offsets.as_ref()?;
+        let mut ids = Vec::with_capacity(text.len() / 3 + 4);
+        let mut offsets = Vec::with_capacity(ids.capacity());
+        let mut scratch = Vec::new();
+        let mut consistent = true;
+        with_cache(self.instance, |cache| {
+            let mut piece = |start: usize, end: usize, ids: &mut Vec<u32>, offsets: &mut Vec<(usize, usize)>| {
+                let raw = &text[start..end];
+                let normalized = self.normalizer.apply(raw);
+                let model_input = match self.pre_tokenizer {
+                    PreTokenizer::Metaspace(m) => Cow::Owned(m.apply(&normalized, start == 0)),
+                    _ => normalized,
+                };
+                let from = ids.len();
+                sentencepiece::encode_piece(&self.model, &model_input, self.segment, cache, &mut scratch, ids);
+                plan.piece(raw, start, &model_input, &ids[from..], offsets)
+            };
+            match &self.raw_tokens {
+                None => {
+                    if !text.is_empty() {
+                        consistent = piece(0, text.len(), &mut ids, &mut offsets);
+                    }
+                }
+                Some(m) => m.split(text, |seg| match seg {
+                    Segment::Token(id, start, end) => {
+                        ids.push(id);
+                        offsets.push((start, end));
+                    }
+                    Segment::Text(a, b) => consistent &= consistent && piece(a, b, &mut ids, &mut offsets),
+                }),
+            }
+        });
+        consistent.then_some((ids, offsets))
     }
 
     /// The ids of `tokenizers::Tokenizer::encode(text, false)`.
@@ -136,7 +202,7 @@ impl FastTokenizer {
                     }
                 }
                 Some(m) => m.split(text, |seg| match seg {
-                    Segment::Token(id) => out.push(id),
+                    Segment::Token(id, ..) => out.push(id),
                     Segment::Text(a, b) => piece(a, b, &mut out),
                 }),
             }
@@ -157,7 +223,7 @@ impl FastTokenizer {
         match &self.normalized_tokens {
             None => self.encode_normalized(&normalized, at_origin, cache, scratch, out),
             Some(m) => m.split(&normalized, |seg| match seg {
-                Segment::Token(id) => out.push(id),
+                Segment::Token(id, ..) => out.push(id),
                 Segment::Text(a, b) => {
                     self.encode_normalized(&normalized[a..b], at_origin && a == 0, cache, scratch, out)
                 }

@@ -39,6 +39,16 @@ impl Normalizer {
     }
 
     pub fn apply<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        // Llama 2 / Mistral v0.1 / Phi-3: `Prepend` then a one-character `Replace`, in one copy
+        // instead of two (no match can straddle the prefix and the text).
+        if let [Step::Prepend(p), Step::Replace(from, to)] = self.steps.as_slice() {
+            if !text.is_empty() && from.chars().count() == 1 {
+                let mut out = String::with_capacity(p.len() + text.len() + text.len() / 4);
+                replace_into(&mut out, p, from, to);
+                replace_into(&mut out, text, from, to);
+                return Cow::Owned(out);
+            }
+        }
         let mut s = Cow::Borrowed(text);
         for step in &self.steps {
             match step {
@@ -61,6 +71,32 @@ impl Normalizer {
         }
         s
     }
+}
+
+/// Whether the `tokenizers` crate's NFC (its Unicode 9.0 tables) leaves `s` as it is. The quick
+/// check answers most texts; when it says "maybe" (combining marks, Hangul jamo, Indic vowel
+/// signs: common in multilingual text), the text is normalized and compared, which costs far
+/// less than the crate's offset-tracking encode that a "not sure" would otherwise send it to.
+pub fn nfc_leaves_unchanged(s: &str) -> bool {
+    if s.is_ascii() || s.chars().all(is_inert) {
+        return true;
+    }
+    match is_nfc_quick(s.chars()) {
+        IsNormalized::Yes => true,
+        IsNormalized::No => false,
+        IsNormalized::Maybe => s.nfc().map(|(c, _)| c).eq(s.chars()),
+    }
+}
+
+/// Appends `s` with every `from` replaced by `to` (as `str::replace`).
+fn replace_into(out: &mut String, s: &str, from: &str, to: &str) {
+    let mut last = 0;
+    for (i, _) in s.match_indices(from) {
+        out.push_str(&s[last..i]);
+        out.push_str(to);
+        last = i + from.len();
+    }
+    out.push_str(&s[last..]);
 }
 
 /// The Unicode quick check, answered without table lookups for text made only of characters
@@ -110,6 +146,18 @@ mod tests {
     }
 
     #[test]
+    fn nfc_check_is_exact_where_the_quick_check_is_unsure() {
+        // U+0915 U+093C (ka + nukta) has a composition excluded from NFC: "maybe", and unchanged.
+        assert_eq!(is_nfc_quick("\u{915}\u{93c}".chars()), IsNormalized::Maybe);
+        assert!(nfc_leaves_unchanged("\u{915}\u{93c}"));
+        // e + combining acute: "maybe", and composed by NFC.
+        assert_eq!(is_nfc_quick("e\u{301}".chars()), IsNormalized::Maybe);
+        assert!(!nfc_leaves_unchanged("e\u{301}"));
+        assert!(!nfc_leaves_unchanged("\u{212b}")); // Angstrom sign: "no"
+        assert!(nfc_leaves_unchanged("plain, 中文, é"));
+    }
+
+    #[test]
     fn inert_ranges_are_inert() {
         use unicode_normalization_alignments::char::canonical_combining_class;
         for c in (0..0x110000u32).filter_map(char::from_u32).filter(|&c| is_inert(c)) {
@@ -125,6 +173,7 @@ mod tests {
             {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}]});
         let n = Normalizer::from_json(&v).expect("sequence");
         assert_eq!(n.apply("a b"), "\u{2581}a\u{2581}b");
+        assert_eq!(n.apply(" a  b "), "\u{2581}\u{2581}a\u{2581}\u{2581}b\u{2581}");
         assert_eq!(n.apply(""), "");
     }
 

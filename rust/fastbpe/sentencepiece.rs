@@ -85,7 +85,7 @@ pub fn can_segment(merges: &[MergeJson]) -> bool {
             MergeJson::Pair(a, b) => (a.as_ref(), b.as_ref()),
             MergeJson::Invalid => return false,
         };
-        !(b.starts_with(METASPACE) && !a.ends_with(METASPACE))
+        !b.starts_with(METASPACE) || a.ends_with(METASPACE)
     })
 }
 
