@@ -2,7 +2,7 @@
 PYTHON ?= python3
 DEMO_OUT ?= out/demo
 
-.PHONY: install demo test test-deps rust-test py-test lint bench
+.PHONY: install demo test test-deps lint rust-test py-test bench
 
 install:  ## build the extension (release) and install fastsft
 	$(PYTHON) -m pip install .
@@ -28,13 +28,13 @@ py-test:  ## and the 25 slowest tests, to keep CI's time in view
 
 LINT_PY = python tests benches examples
 
-lint:  ## clippy, ruff (lint and format) and mypy (pins in requirements-test.txt); not yet part of `make test`
-	cargo clippy --features python --all-targets -- -D warnings
+lint:  ## clippy (unwrap/expect denied outside tests: rust/lib.rs), ruff (lint and format), mypy; pins in requirements-test.txt
+	PYO3_PYTHON=$$(command -v $(PYTHON)) cargo clippy --features python --all-targets -- -D warnings
 	$(PYTHON) -m ruff check $(LINT_PY)
 	$(PYTHON) -m ruff format --check $(LINT_PY)
 	$(PYTHON) -m mypy python/fastsft
 
-test: test-deps rust-test py-test  ## everything: install test deps, cargo test, pytest
+test: test-deps lint rust-test py-test  ## everything: install test deps, lints, cargo test, pytest
 
 bench:  ## prep throughput against the Python baselines (see benches/RESULTS.md)
 	$(PYTHON) -m pip install -r benches/requirements.txt

@@ -138,16 +138,19 @@ def qwen_pieces(conv: reference.Conversation) -> list[tuple[str, bool]]:
     first_system = messages[0]["role"] == "system"
     system = messages[0]["content"] if first_system else "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
     if tools:
-        pieces.append((
-            "<|im_start|>system\n" + system
-            + "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
-            "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
-            + "".join("\n" + json.dumps(t, ensure_ascii=False) for t in tools)
-            + "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
-            "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": "
-            "<args-json-object>}\n</tool_call><|im_end|>\n",
-            False,
-        ))
+        pieces.append(
+            (
+                "<|im_start|>system\n"
+                + system
+                + "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+                "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+                + "".join("\n" + json.dumps(t, ensure_ascii=False) for t in tools)
+                + "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+                '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": '
+                "<args-json-object>}\n</tool_call><|im_end|>\n",
+                False,
+            )
+        )
     else:
         pieces.append(("<|im_start|>system\n" + system + "<|im_end|>\n", False))
     last = len(messages) - 1
@@ -162,8 +165,11 @@ def qwen_pieces(conv: reference.Conversation) -> list[tuple[str, bool]]:
                 if content or j > 0:
                     body += "\n"
                 body += (
-                    '<tool_call>\n{"name": "' + f["name"] + '", "arguments": '
-                    + json.dumps(f["arguments"], ensure_ascii=False) + "}\n</tool_call>"
+                    '<tool_call>\n{"name": "'
+                    + f["name"]
+                    + '", "arguments": '
+                    + json.dumps(f["arguments"], ensure_ascii=False)
+                    + "}\n</tool_call>"
                 )
             pieces += [("<|im_start|>assistant\n", False), (body + "<|im_end|>", True), ("\n", False)]
         elif role == "tool":
@@ -212,7 +218,7 @@ def worker_tutorial(args, out: Path) -> dict:
     rows.save(out)
     # Untimed: how often the naive loop (one call per template piece) is wrong.
     naive_wrong, index = 0, 0
-    for line, conv in records(Path(args.corpus_file), args.stride):
+    for _line, conv in records(Path(args.corpus_file), args.stride):
         naive = [i for text, _ in qwen_pieces(conv) for i in tok.encode(text, add_special_tokens=False).ids]
         if naive != rows.ids[rows.offsets[index] : rows.offsets[index + 1]].tolist():
             naive_wrong += 1
@@ -391,8 +397,10 @@ def build_distinct_corpus(path: Path, n: int) -> str:
                 pairs = [p for p in (next(queues[language], None) for _ in range(PAIRS_PER_TURN)) if p]
                 if not pairs:
                     break
-                exchanges += [{"from": "human", "value": f"Translate into {language}:\n" + "\n".join(s for s, _ in pairs)},
-                              {"from": "gpt", "value": "\n".join(t for _, t in pairs)}]
+                exchanges += [
+                    {"from": "human", "value": f"Translate into {language}:\n" + "\n".join(s for s, _ in pairs)},
+                    {"from": "gpt", "value": "\n".join(t for _, t in pairs)},
+                ]
             if not exchanges:
                 languages.remove(language)
                 continue
@@ -401,8 +409,10 @@ def build_distinct_corpus(path: Path, n: int) -> str:
             used.add(language)
             f.write(line + "\n")
             written += 1
-    return (f"distinct: {total:,} translations from {LOCALE}/*/LC_MESSAGES/*.mo, {len(used)} languages used, "
-            f"{chars / 1e6:.1f}M characters of JSON")
+    return (
+        f"distinct: {total:,} translations from {LOCALE}/*/LC_MESSAGES/*.mo, {len(used)} languages used, "
+        f"{chars / 1e6:.1f}M characters of JSON"
+    )
 
 
 def prerender(corpus: Path, tokenizer: str, path: Path) -> None:
@@ -479,9 +489,15 @@ def run_method(name: str, method: str, threads: int, stride: int, common: list[s
     if code != 0:
         raise SystemExit(f"{name} failed (exit {code})")
     result = json.loads((out / "result.json").read_text())
-    result.update(name=name, method=method, threads=threads, stride=stride,
-                  peak_pss_mb=peak[0] / 1024, max_rss_mb=result["max_rss_kb"] / 1024,
-                  load=f"{load:.1f} / {os.getloadavg()[0]:.1f}")
+    result.update(
+        name=name,
+        method=method,
+        threads=threads,
+        stride=stride,
+        peak_pss_mb=peak[0] / 1024,
+        max_rss_mb=result["max_rss_kb"] / 1024,
+        load=f"{load:.1f} / {os.getloadavg()[0]:.1f}",
+    )
     print(f"[bench] {name}: {result['conversations'] / result['seconds']:,.0f} conversations/s", file=sys.stderr, flush=True)
     return result
 
@@ -518,7 +534,9 @@ def agreement(ref, rows, stride: int) -> str:
 
 
 def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    cpu = next(
+        (row.split(":", 1)[1].strip() for row in open("/proc/cpuinfo") if row.startswith("model name")), platform.processor()
+    )
     return f"{os.cpu_count()} cores (nproc {len(os.sched_getaffinity(0))}), {cpu}, {platform.system()} {platform.release()}"
 
 
@@ -541,16 +559,25 @@ def main() -> None:
     ap.add_argument("--tokenizer", default=str(reference.TOKENIZERS / "qwen2.5"), help="tokenizer directory")
     ap.add_argument("--threads", type=int, nargs="+", default=None, help="thread counts (default: 1 and all cores)")
     ap.add_argument("--methods", nargs="+", default=list(WORKERS), choices=list(WORKERS))
-    ap.add_argument("--limit", action="append", default=[], metavar="METHOD=N",
-                    help="run METHOD on the first N records only (stated in the table)")
+    ap.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="METHOD=N",
+        help="run METHOD on the first N records only (stated in the table)",
+    )
     ap.add_argument("--work", default=None, help="working directory (default: a fresh temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the working directory")
     # worker mode
     ap.add_argument("--worker", choices=list(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
-    ap.add_argument("--corpus", choices=["repeated", "distinct"], default="repeated",
-                    help="repeated: the repo's chat corpora repeated; distinct: every record different, "
-                         "built from the translation catalogues under /usr/share/locale (see build_distinct_corpus)")
+    ap.add_argument(
+        "--corpus",
+        choices=["repeated", "distinct"],
+        default="repeated",
+        help="repeated: the repo's chat corpora repeated; distinct: every record different, "
+        "built from the translation catalogues under /usr/share/locale (see build_distinct_corpus)",
+    )
     ap.add_argument("--corpus-file", help=argparse.SUPPRESS)
     ap.add_argument("--texts", help=argparse.SUPPRESS)
     ap.add_argument("--stride", type=int, default=1, help=argparse.SUPPRESS)
@@ -608,9 +635,20 @@ def main() -> None:
     def rate(r):
         return r["conversations"] / r["seconds"]
 
-    header = ["method", "records", "conversations/s", "tokens/s", "CPU s", "conversations per CPU s",
-              "peak PSS MB (tree)", "max RSS MB (1 process)",
-              "vs encode_batch (same threads)", "vs datasets.map", "load before / after", "output vs fastsft"]
+    header = [
+        "method",
+        "records",
+        "conversations/s",
+        "tokens/s",
+        "CPU s",
+        "conversations per CPU s",
+        "peak PSS MB (tree)",
+        "max RSS MB (1 process)",
+        "vs encode_batch (same threads)",
+        "vs datasets.map",
+        "load before / after",
+        "output vs fastsft",
+    ]
     table = []
     for r, out in results:
         same = ceiling.get(r["threads"])
@@ -623,20 +661,22 @@ def main() -> None:
             verdict = "(reference)"
         else:
             verdict = agreement(ref_rows, load_rows(r, out), r["stride"])
-        table.append([
-            r["name"],
-            f"{-(-args.conversations // r['stride']):,}" + (f" (1 in {r['stride']})" if r["stride"] > 1 else ""),
-            f"{rate(r):,.0f}",
-            f"{r['tokens'] / r['seconds']:,.0f}",
-            f"{r['cpu']:,.1f}",
-            f"{r['conversations'] / r['cpu']:,.0f}",
-            f"{r['peak_pss_mb']:,.0f}",
-            f"{r['max_rss_mb']:,.0f}",
-            f"{rate(r) / rate(same):.2f}x" if same else "",
-            f"{rate(r) / rate(dsmap):.2f}x" if dsmap else "",
-            r["load"],
-            verdict + note,
-        ])
+        table.append(
+            [
+                r["name"],
+                f"{-(-args.conversations // r['stride']):,}" + (f" (1 in {r['stride']})" if r["stride"] > 1 else ""),
+                f"{rate(r):,.0f}",
+                f"{r['tokens'] / r['seconds']:,.0f}",
+                f"{r['cpu']:,.1f}",
+                f"{r['conversations'] / r['cpu']:,.0f}",
+                f"{r['peak_pss_mb']:,.0f}",
+                f"{r['max_rss_mb']:,.0f}",
+                f"{rate(r) / rate(same):.2f}x" if same else "",
+                f"{rate(r) / rate(dsmap):.2f}x" if dsmap else "",
+                r["load"],
+                verdict + note,
+            ]
+        )
     cmd = " ".join(["python", "benches/bench_prep.py", *sys.argv[1:]])
     print()
     print(f"command: {cmd}")
@@ -647,8 +687,10 @@ def main() -> None:
     print(f"tokenizer: {args.tokenizer}; corpus: {args.conversations:,} records ({described})")
     if ref:
         s = ref[0]["summary"]
-        print(f"fastsft summary: read {s['read']:,}, written {s['written']:,}, rejected {s['rejected']:,} "
-              f"{s.get('rejected_by_reason')}, tokens {s['tokens']:,}, trained {s['trained_tokens']:,}")
+        print(
+            f"fastsft summary: read {s['read']:,}, written {s['written']:,}, rejected {s['rejected']:,} "
+            f"{s.get('rejected_by_reason')}, tokens {s['tokens']:,}, trained {s['trained_tokens']:,}"
+        )
     print()
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")

@@ -26,7 +26,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZERS = REPO / "assets" / "tokenizers"
-CONVERSATION = {"conversations": [{"from": "human", "value": "Hello, who are you?"}, {"from": "gpt", "value": "I am a helpful assistant."}]}
+CONVERSATION = {
+    "conversations": [{"from": "human", "value": "Hello, who are you?"}, {"from": "gpt", "value": "I am a helpful assistant."}]
+}
 
 
 def run(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -57,19 +59,39 @@ def main() -> None:
     warm_env = {**base_env, "XDG_CACHE_HOME": str(work / "cache")}
 
     def prep(tokenizer: Path) -> list[str]:
-        return [sys.executable, "-m", "fastsft.cli", "prep", str(data), "--tokenizer", str(tokenizer),
-                "-o", str(work / "out"), "--overwrite", "--no-progress"]
+        return [
+            sys.executable,
+            "-m",
+            "fastsft.cli",
+            "prep",
+            str(data),
+            "--tokenizer",
+            str(tokenizer),
+            "-o",
+            str(work / "out"),
+            "--overwrite",
+            "--no-progress",
+        ]
 
-    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.node()}, {os.cpu_count()} CPUs, "
-          f"{platform.processor() or platform.machine()}, Python {platform.python_version()}")
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.node()}, {os.cpu_count()} CPUs, "
+        f"{platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    )
     print(f"# load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {args.runs} rounds; medians")
     rows = []
     for name in args.tokenizers:
         tokenizer = TOKENIZERS / name
-        plain = [sys.executable, "-c", f"from tokenizers import Tokenizer; Tokenizer.from_file({str(tokenizer / 'tokenizer.json')!r})"]
+        plain = [
+            sys.executable,
+            "-c",
+            f"from tokenizers import Tokenizer; Tokenizer.from_file({str(tokenizer / 'tokenizer.json')!r})",
+        ]
         run(prep(tokenizer), warm_env)  # primes the cache (and the page cache for every variant)
-        variants = {"tokenizers.from_file": (plain, base_env), "prep cold (FASTSFT_CACHE=0)": (prep(tokenizer), cold_env),
-                    "prep warm (cache)": (prep(tokenizer), warm_env)}
+        variants = {
+            "tokenizers.from_file": (plain, base_env),
+            "prep cold (FASTSFT_CACHE=0)": (prep(tokenizer), cold_env),
+            "prep warm (cache)": (prep(tokenizer), warm_env),
+        }
         samples: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
         for _ in range(args.runs):
             for label, (argv, env) in variants.items():

@@ -17,7 +17,9 @@ const FAMILIES: [&str; 9] =
 
 /// What the encoder used to compute from the `tokenizers` crate's tokenizer: vocab size, special
 /// ids, sorted special texts, byte lengths (for byte-level BPE without stripping added tokens).
-fn oracle(file: &Path) -> (usize, Vec<bool>, Vec<String>, Option<(Vec<u32>, bool)>) {
+type Oracle = (usize, Vec<bool>, Vec<String>, Option<(Vec<u32>, bool)>);
+
+fn oracle(file: &Path) -> Oracle {
     let tokenizer = Tokenizer::from_file(file).expect("loads");
     let json: Value = serde_json::from_slice(&std::fs::read(file).expect("reads")).expect("json");
     let added = tokenizer.get_added_tokens_decoder();

@@ -188,9 +188,8 @@ fn split_llama_like(s: &str, max_digits: usize, mut word: impl FnMut(usize, usiz
         let (c, cl, len) = at(s, i);
         let end = if c == '\'' && contraction_ci(s, i) > 0 {
             i + contraction_ci(s, i)
-        } else if is_letter(cl) {
-            run(s, i + len, is_letter)
-        } else if c != '\r' && c != '\n' && !is_number(cl) && class_at(s, i + len).is_some_and(is_letter) {
+        } else if is_letter(cl) || (c != '\r' && c != '\n' && !is_number(cl) && class_at(s, i + len).is_some_and(is_letter)) {
+            // `[^\r\n\p{L}\p{N}]?\p{L}+`: letters, or one other character that letters follow.
             run(s, i + len, is_letter)
         } else if is_number(cl) {
             let mut j = i + len;
