@@ -5,6 +5,7 @@ seconds with the load average around it, then the medians and their ratio.
 
     N=60000 python benches/bench_scaling.py llama3.1 qwen3 gemma
 """
+
 import os
 import subprocess
 import sys
@@ -25,8 +26,10 @@ for fam in sys.argv[1:]:
         for t in (1, 2):
             out = work / f"o{t}"
             load = os.getloadavg()[0]
-            code = (f"import fastsft; fastsft.prep([{str(corpus)!r}], {str(REPO / 'assets/tokenizers' / fam)!r}, "
-                    f"{str(out)!r}, threads={t}, overwrite=True)")
+            code = (
+                f"import fastsft; fastsft.prep([{str(corpus)!r}], {str(REPO / 'assets/tokenizers' / fam)!r}, "
+                f"{str(out)!r}, threads={t}, overwrite=True)"
+            )
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-c", code], check=True)
             dt = time.perf_counter() - t0
