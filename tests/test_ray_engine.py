@@ -48,13 +48,15 @@ def assert_same_dataset(ray_out: Path, local_out: Path) -> None:
         assert (ray_out / name).read_bytes() == (local_out / name).read_bytes(), f"{name} differs"
 
 
-def medical_copies(tmp_path: Path, copies: int) -> list[str]:
-    """The 1k-record Chinese ShareGPT corpus as `copies` plain files, each made distinct."""
+def medical_copies(tmp_path: Path, copies: int, repeat: int = 1) -> list[str]:
+    """The 1k-record Chinese ShareGPT corpus as `copies` plain files (each `repeat` times over),
+    every record made distinct."""
     lines = gzip.decompress((CORPORA / "medicalgpt_sharegpt_zh_1k.jsonl.gz").read_bytes()).decode().splitlines()
     paths = []
     for copy in range(copies):
         path = tmp_path / f"medical-{copy}.jsonl"
-        path.write_text("".join(line.replace("\u3002", f"\u3002{copy}", 1) + "\n" for line in lines), encoding="utf-8")
+        text = "".join(line.replace("\u3002", f"\u3002{copy}-{r}", 1) + "\n" for r in range(repeat) for line in lines)
+        path.write_text(text, encoding="utf-8")
         paths.append(str(path))
     return paths
 
@@ -120,7 +122,7 @@ def kill_a_running_unit(cluster: TwoNodeCluster, parent: Path, after_finished: i
 
 
 def test_killed_worker_is_retried_and_the_dataset_is_exact(cluster, tmp_path):
-    inputs = medical_copies(tmp_path, 3)
+    inputs = medical_copies(tmp_path, 3, repeat=2)  # units long enough to be killed while running
     killed: list = []
     killer = threading.Thread(target=kill_a_running_unit, args=(cluster, tmp_path, 0, killed))
     killer.start()
@@ -133,7 +135,8 @@ def test_killed_worker_is_retried_and_the_dataset_is_exact(cluster, tmp_path):
 
 
 def test_failed_job_leaves_nothing_and_rerun_reuses_finished_units(cluster, tmp_path):
-    inputs = medical_copies(tmp_path, 4)
+    # Units of ~1.5 s each, so that the unit the killer finds running is still running when it is killed.
+    inputs = medical_copies(tmp_path, 4, repeat=3)
     killed: list = []
     killer = threading.Thread(target=kill_a_running_unit, args=(cluster, tmp_path, 1, killed))
     killer.start()
