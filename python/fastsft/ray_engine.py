@@ -322,16 +322,14 @@ def _run_units(
                     "output; run the same command again: the units that finished are kept and reused"
                 ) from None
     except BaseException:
+        # The other units run to their end (and are kept: a re-run reuses them) before the error is
+        # raised and the caller shuts Ray down. Cancelling them is not safe in Ray 2.60: a
+        # force-cancelled task's late reply, or any reply reaching a driver already shut down, trips
+        # a check in its task manager (task_manager.cc, "it != submissible_tasks_.end()") that ends
+        # the whole driver process with exit status 1.
         refs = [ref for _, ref in pending]
-        for ref in refs:
-            # A task already finished or gone has nothing to stop; the first error is the one to report.
-            with contextlib.suppress(Exception):
-                ray.cancel(ref, force=True)
-        # Wait until every cancelled task has answered before the caller shuts Ray down: a reply
-        # that reaches a driver already shut down trips a check inside Ray 2.60 (task_manager.cc,
-        # "it != submissible_tasks_.end()") that ends the whole process with exit status 1.
         with contextlib.suppress(Exception):
-            ray.wait(refs, num_returns=len(refs), timeout=60, fetch_local=False)
+            ray.wait(refs, num_returns=len(refs), fetch_local=False)
         raise
     return reused, len(nodes), unit_seconds
 
