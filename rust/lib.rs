@@ -1,7 +1,7 @@
 //! fastsft's Rust core: chat corpora → assistant-masked token arrays (DESIGN §1).
 //!
 //! `source` → `schema` → `template` → `encode` → `writer`, driven by `pipeline`; `pack` packs
-//! sample lengths for training. Pure Rust: only `py.rs` (behind the `python` feature) knows pyo3,
+//! sample lengths for training. Pure Rust: only the `py*.rs` modules (behind the `python` feature) know pyo3,
 //! so `cargo test` needs no Python.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]

@@ -1,4 +1,6 @@
-"""How ``fastsft train`` stops when it cannot finish: a one-line error (exit 2) or Ctrl-C (exit 130).
+"""How ``fastsft train`` stops when it cannot finish: a one-line error (fastsft's own errors with the
+exit code of their kind, ``fastsft/errors.py``; a library's error the user caused with 2) or Ctrl-C
+(exit 130).
 
 A user can cause: bad options, damaged or mismatched data, an incomplete model directory, a
 missing optional package (peft, flash-attn, wandb), a batch that does not fit in memory. Each is
