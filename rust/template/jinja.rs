@@ -107,6 +107,14 @@ impl JinjaTemplate {
         Ok(template)
     }
 
+    /// The native rendering of a conversation and the Jinja one, when the native renderer takes
+    /// it: tests hold the two equal on real corpora, beyond the start-up probes.
+    #[cfg(test)]
+    pub fn native_and_jinja_for_tests(&self, conversation: &Conversation) -> Option<(std::result::Result<Rendered, Reject>, std::result::Result<Rendered, Reject>)> {
+        let native = self.native.as_ref().filter(|_| is_plain(conversation))?.render(conversation)?;
+        Some((native, self.render_whole(conversation, ReasoningPolicy::Train)))
+    }
+
     /// The native family rendering this template, when one passed the self-check.
     pub fn native_family(&self) -> Option<native::Family> {
         self.native.as_ref().map(|n| n.family)

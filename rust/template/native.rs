@@ -1,5 +1,5 @@
-//! Native renderers for the most used template families (Qwen2.5/ChatML, Llama 3.1, Mistral
-//! v0.3): the same text and spans as their Jinja templates, without an interpreter.
+//! Native renderers for the most used template families (Qwen2.5/ChatML, Qwen3, Llama 3.1,
+//! Mistral v0.3): the same text and spans as their Jinja templates, without an interpreter.
 //!
 //! They are a fast path only. Each covers a stated domain of conversations (outside it:
 //! `None`, and the Jinja template renders) and is switched on for a model only after a start-up
@@ -14,18 +14,20 @@ use crate::schema::{Conversation, Message, Reject, RejectReason, Role};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     Qwen25,
+    Qwen3,
     Llama31,
     MistralV03,
 }
 
-pub const FAMILIES: [Family; 3] = [Family::Qwen25, Family::Llama31, Family::MistralV03];
+pub const FAMILIES: [Family; 4] = [Family::Qwen25, Family::Qwen3, Family::Llama31, Family::MistralV03];
 
 /// The sha256 of the template text each renderer was written for (the `chat_template` of the
-/// shipped Qwen2.5-Instruct, Llama-3.1-Instruct and Mistral-7B-Instruct-v0.3 tokenizers). Any
+/// shipped Qwen2.5-Instruct, Qwen3, Llama-3.1-Instruct and Mistral-7B-Instruct-v0.3 tokenizers). Any
 /// other template, however similar, renders through Jinja.
 pub fn template_sha256(family: Family) -> &'static str {
     match family {
         Family::Qwen25 => "cd8e9439f0570856fd70470bf8889ebd8b5d1107207f67a5efb46e342330527f",
+        Family::Qwen3 => "a55ee1b1660128b7098723e0abcd92caa0788061051c62d51cbe87d9cf1974d8",
         Family::Llama31 => "e10ca381b1ccc5cf9db52e371f3b6651576caee0a630b452e2816b2d404d4b65",
         Family::MistralV03 => "e16746b40344d6c5b5265988e0328a0bf7277be86f1c335156eae07e29c82826",
     }
@@ -47,6 +49,7 @@ impl NativeTemplate {
     pub fn render(&self, conversation: &Conversation) -> Rendering {
         match self.family {
             Family::Qwen25 => qwen25(conversation),
+            Family::Qwen3 => qwen3(conversation),
             Family::Llama31 => self.llama31(conversation),
             Family::MistralV03 => self.mistral_v03(conversation),
         }
@@ -233,6 +236,50 @@ fn qwen25(conversation: &Conversation) -> Rendering {
     finish(conversation, text, spans, "<|im_end|>")
 }
 
+/// Qwen3 without tools, where every assistant message answers the user message just before it.
+/// In that domain the template's `last_query_index` is the last user message, so the last
+/// message, when it is a reply, opens with an empty `<think>\n\n</think>\n\n` block and its
+/// content loses leading newlines; every other reply renders as written. Outside it (tool turns,
+/// replies that follow a reply or open the conversation, user text that looks like a tool
+/// response): `None`, and the Jinja template renders. Reasoning never reaches here (`is_plain`).
+fn qwen3(conversation: &Conversation) -> Rendering {
+    let messages = &conversation.messages;
+    let is_tool_response = |m: &Message| m.text().starts_with("<tool_response>") && m.text().ends_with("</tool_response>");
+    let answers_user = |i: usize| i > 0 && messages[i - 1].role == Role::User;
+    let in_domain = !messages.is_empty()
+        && conversation.tools.is_empty()
+        && messages.iter().enumerate().all(|(i, m)| match m.role {
+            Role::System => true,
+            Role::User => !is_tool_response(m),
+            Role::Assistant => m.tool_calls.is_none() && answers_user(i),
+            Role::Tool => false,
+        });
+    if !in_domain {
+        return None;
+    }
+    let mut text = String::with_capacity(64 + messages.iter().map(|m| m.text().len() + 32).sum::<usize>());
+    let mut spans = Vec::new();
+    for (i, message) in messages.iter().enumerate() {
+        text.push_str("<|im_start|>");
+        text.push_str(message.role.as_str());
+        text.push('\n');
+        let start = text.len();
+        if message.role == Role::Assistant && i + 1 == messages.len() {
+            text.push_str("<think>\n\n</think>\n\n");
+            text.push_str(message.text().trim_start_matches('\n'));
+        } else {
+            text.push_str(message.text());
+        }
+        let eot_start = text.len();
+        text.push_str("<|im_end|>");
+        if message.role == Role::Assistant {
+            spans.push(Span { message: i, start, eot_start, end: text.len() });
+        }
+        text.push('\n');
+    }
+    finish(conversation, text, spans, "<|im_end|>")
+}
+
 /// Conversations the self-check renders both ways: turns, systems, edge whitespace, Unicode,
 /// template-looking text, tool use, and shapes the templates refuse.
 pub fn probe_set() -> Vec<Conversation> {
@@ -272,6 +319,10 @@ pub fn probe_set() -> Vec<Conversation> {
         plain(vec![m(Role::User, "a"), m(Role::User, "b"), m(Role::Assistant, "c")]),
         plain(vec![m(Role::User, "a"), m(Role::Assistant, "b"), m(Role::System, "late system"), m(Role::User, "c"), m(Role::Assistant, "d")]),
         plain(vec![m(Role::Assistant, "starts with the assistant"), m(Role::User, "q"), m(Role::Assistant, "a")]),
+        plain(vec![m(Role::User, "q"), m(Role::Assistant, "\n\n leading newlines, last reply\n")]),
+        plain(vec![m(Role::User, "q"), m(Role::Assistant, "first"), m(Role::Assistant, "a reply after a reply")]),
+        plain(vec![m(Role::User, "q"), m(Role::Assistant, "a"), m(Role::User, "<tool_response>\nlooks like a tool\n</tool_response>"), m(Role::Assistant, "b")]),
+        plain(vec![m(Role::System, "s"), m(Role::User, "q"), m(Role::Assistant, "a"), m(Role::User, "ends with the user")]),
         with_calls,
         system_tools,
     ]

@@ -158,9 +158,9 @@ fn python_whitespace_in_trim_and_strip() {
 fn native_renderers_pass_the_self_check_only_for_their_own_templates() {
     let expected = [
         ("qwen2.5", Some(native::Family::Qwen25)),
+        ("qwen3", Some(native::Family::Qwen3)),
         ("llama3.1", Some(native::Family::Llama31)),
         ("mistral-7b-instruct-v0.3", Some(native::Family::MistralV03)),
-        ("qwen3", None),
         ("mistral-7b-instruct-v0.1", None),
         ("gemma", None),
         ("phi3", None),
@@ -169,5 +169,41 @@ fn native_renderers_pass_the_self_check_only_for_their_own_templates() {
         let encoder = model_template(family);
         let Template::Jinja(template) = encoder.template() else { panic!("{family}") };
         assert_eq!(template.native_family(), native, "{family}");
+    }
+}
+
+/// Every record of every shipped corpus, and each of its prefixes that ends with a reply (so
+/// that each reply is once the last message), rendered by each native renderer and by its
+/// Jinja template: the same text, spans and rejects wherever the native renderer takes the
+/// conversation.
+#[test]
+fn native_renderers_equal_jinja_on_every_corpus_record() {
+    use std::io::{BufRead, BufReader};
+    let corpora = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/corpora");
+    let mut conversations = Vec::new();
+    for entry in std::fs::read_dir(&corpora).unwrap() {
+        let file = std::fs::File::open(entry.unwrap().path()).unwrap();
+        for line in BufReader::new(flate2::read::GzDecoder::new(file)).lines() {
+            let Ok(conversation) = parse_record(line.unwrap().as_bytes(), &SchemaOptions::default()) else { continue };
+            for (i, message) in conversation.messages.iter().enumerate() {
+                if message.role == Role::Assistant && i + 1 < conversation.messages.len() {
+                    conversations.push(Conversation { messages: conversation.messages[..=i].to_vec(), ..conversation.clone() });
+                }
+            }
+            conversations.push(conversation);
+        }
+    }
+    assert!(conversations.len() > 9_000, "{}", conversations.len());
+    for family in ["qwen2.5", "qwen3", "llama3.1", "mistral-7b-instruct-v0.3"] {
+        let encoder = model_template(family);
+        let Template::Jinja(template) = encoder.template() else { panic!("{family}") };
+        let mut taken = 0;
+        for conversation in &conversations {
+            let Some((native, jinja)) = template.native_and_jinja_for_tests(conversation) else { continue };
+            taken += 1;
+            assert_eq!(native, jinja, "{family}: {:?}", conversation.messages);
+        }
+        // The corpora are mostly plain chat: the native renderer must take most of them.
+        assert!(taken * 2 > conversations.len(), "{family}: native took {taken} of {}", conversations.len());
     }
 }
