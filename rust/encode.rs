@@ -257,7 +257,8 @@ impl Encoder {
     /// Ids and byte offsets of the whole text. For byte-level BPE the offsets are the running sum
     /// of each token's byte length: exact by construction, whatever the tokenizer's offset
     /// tracking reports (Llama 3's zero-width offsets, trimmed whitespace), and `encode_fast`
-    /// skips the offset bookkeeping. SentencePiece files the fast BPE covers get its offsets, the
+    /// skips the offset bookkeeping; on text a NFC normalizer changes, the crate's offsets as
+    /// `fastbpe::nfc_offsets` maps them. SentencePiece files the fast BPE covers get its offsets, the
     /// crate's own by construction (`fastbpe::offsets`), checked text by text. Anything else, and
     /// any text that fails a check, uses the tokenizer's own offsets.
     fn tokenize(&self, text: &str) -> std::result::Result<crate::fastbpe::IdsAndOffsets, Reject> {
@@ -279,6 +280,9 @@ impl Encoder {
                 if at == text.len() {
                     return Ok((ids, offsets));
                 }
+            } else if let Some(found) = self.fast.as_ref().and_then(|fast| fast.encode_with_nfc_offsets(text, lengths)) {
+                // Text NFC changes: the crate's offsets, mapped through NFC's alignments.
+                return Ok(found);
             }
         }
         if let (OffsetSource::FastBpe, Some(fast)) = (&self.offsets, &self.fast) {

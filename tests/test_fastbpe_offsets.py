@@ -53,3 +53,39 @@ def test_nfc_unsure_texts_give_the_same_bytes_as_the_tokenizers_crate(tmp_path, 
     fastsft.prep([corpus], tokenizer, tmp_path / "reference")
     assert fast["written"] == len(rows)
     assert digests(tmp_path / "fast") == digests(tmp_path / "reference")
+
+
+def unnormalized(value):
+    """Every string value of a record decomposed (NFD), with a combining acute accent after every
+    seventh character: text NFC changes, as decomposed input from some sources is."""
+    import unicodedata
+
+    if isinstance(value, str):
+        chars = unicodedata.normalize("NFD", value)
+        return "".join(c + ("\u0301" if i % 7 == 6 else "") for i, c in enumerate(chars))
+    if isinstance(value, list):
+        return [unnormalized(v) for v in value]
+    if isinstance(value, dict):
+        return {k: unnormalized(v) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize("family", ["qwen2.5", "qwen3"])
+def test_text_nfc_changes_gives_the_same_bytes_as_the_tokenizers_crate(tmp_path, monkeypatch, family):
+    """Every shipped corpus made into text NFC changes: the fast path maps fastbpe's tokens back
+    through NFC's alignments (rust/fastbpe/nfc_offsets.rs) and must write what the crate does."""
+    import gzip
+    import json
+
+    corpus = tmp_path / "unnormalized.jsonl"
+    with corpus.open("w", encoding="utf-8") as out:
+        for path in CORPORA:
+            for line in gzip.open(path, "rt", encoding="utf-8"):
+                out.write(json.dumps(unnormalized(json.loads(line)), ensure_ascii=False) + "\n")
+    tokenizer = REPO / "assets/tokenizers" / family
+    monkeypatch.setenv("FASTSFT_CACHE", "0")
+    fast = fastsft.prep([corpus], tokenizer, tmp_path / "fast", threads=2)
+    monkeypatch.setenv("FASTSFT_TOKENIZER", "reference")
+    fastsft.prep([corpus], tokenizer, tmp_path / "reference", threads=2)
+    assert fast["written"] > 3000, fast
+    assert digests(tmp_path / "fast") == digests(tmp_path / "reference")

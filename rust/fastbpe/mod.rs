@@ -33,6 +33,7 @@ mod classes;
 pub mod json;
 mod model;
 mod normalize;
+mod nfc_offsets;
 mod offsets;
 mod pretokenize;
 mod sentencepiece;
