@@ -104,7 +104,9 @@ fn a_cached_load_skips_the_reference_and_encodes_the_same() {
     for family in ["qwen2.5", "llama3.1", "gemma"] {
         let file = assets().join(family).join("tokenizer.json");
         let mut cold = LoadedTokenizer::load_with_cache(&file, Some(cache.clone())).expect("loads");
-        assert!(cold.reference.started(), "a cold load builds the reference for the self-check");
+        // The self-check ran on the cut-down tokenizer (`tokenizer_probe`), not the whole one.
+        assert_eq!(cold.probe_verdict, Some(true), "{family}");
+        assert!(!cold.reference.started(), "{family}: a cold load must not build the whole reference");
         cold.verify().expect("verifies");
         let entry = cache.entry_path(&cold.sha256);
         assert!(entry.is_file(), "{family}: a verified cold load stores its entry");
@@ -113,6 +115,7 @@ fn a_cached_load_skips_the_reference_and_encodes_the_same() {
         assert_eq!((warm.vocab_size, &warm.special_ids, &warm.special), (cold.vocab_size, &cold.special_ids, &cold.special));
         assert!(lengths(&warm) == lengths(&cold));
         let reference = cold.reference.get().expect("reference");
+        assert!(cold.reference.started());
         let fast = warm.fast().expect("a cached load has the verified fast BPE");
         for text in PROBES.iter().chain(&TEXTS) {
             let want = reference.encode(*text, false).expect("encodes");
@@ -164,7 +167,7 @@ fn damaged_stale_and_misnamed_entries_are_ignored_and_replaced() {
         std::fs::write(&path, &bytes).expect("write");
         assert!(tokenizer_cache::read(&cache, &sha).is_none(), "{what} was trusted");
         let loaded = LoadedTokenizer::load_with_cache(&assets().join("gpt2/tokenizer.json"), Some(cache.clone())).expect("loads");
-        assert!(loaded.reference.started(), "{what}: not a cache hit");
+        assert_eq!(loaded.probe_verdict, Some(true), "{what}: not a cache hit (a cold load's self-check ran)");
         let mut loaded = loaded;
         loaded.verify().expect("verifies");
         assert_eq!(std::fs::read(&path).expect("rewritten"), good, "{what}: the entry is rebuilt, identical");
