@@ -7,8 +7,9 @@
 //! when a text or a tokenizer the fast path does not cover needs it; where the fast BPE does
 //! not support the file, or the cut-down check does not apply to it, it is built from the same
 //! bytes on a background thread while the caller loads the template. When the on-disk cache
-//! ([`crate::tokenizer_cache`]) holds this file's sections and a passed self-check, the JSON is
-//! not parsed at all.
+//! ([`crate::tokenizer_cache`]) holds this file's entry (`tokenizer_entry`: its small sections,
+//! what the load derived, the fast BPE's built tables) and a passed self-check, the JSON is not
+//! parsed at all and no table is built.
 //!
 //! Not here: encoding (`encode.rs`), the template (`template/`).
 
@@ -44,7 +45,7 @@ pub struct LoadedTokenizer {
     probe_verdict: Option<bool>,
     pub reference: Reference,
     /// Cold loads: the cache entry (directory, encoded sections) to store once verified.
-    pending_cache: Option<(CacheDir, Vec<u8>)>,
+    pending_cache: Option<(CacheDir, Vec<u8>, Vec<u8>)>,
 }
 
 /// Where token offsets come from (see `Encoder::tokenize`).
@@ -91,18 +92,9 @@ impl LoadedTokenizer {
         let sha256 = sha256_hex(&bytes);
         let reference_only = std::env::var("FASTSFT_TOKENIZER").is_ok_and(|v| v == "reference");
         let cache = if reference_only { None } else { cache };
-        if let Some(dir) = &cache {
-            if let Some(entry) = tokenizer_cache::read(dir, &sha256) {
-                if let Ok(parsed) = entry.sections() {
-                    if entry.fast_verified {
-                        let vocab = model_vocab(&parsed);
-                        let mut loaded = LoadedTokenizer::from_sections(&parsed, vocab.as_ref(), file, &sha256, bytes.clone(), false)?;
-                        loaded.verified = loaded.fast.is_some();
-                        if loaded.verified {
-                            return Ok(loaded);
-                        }
-                    }
-                }
+        if let Some(entry) = cache.as_ref().and_then(|dir| tokenizer_cache::read(dir, &sha256)) {
+            if let Some(loaded) = entry::load(&entry, file, &sha256, bytes.clone()) {
+                return Ok(loaded);
             }
         }
         let parsed = TokenizerJson::parse(&bytes)
@@ -117,7 +109,7 @@ impl LoadedTokenizer {
             loaded.reference.start(); // needed now: for the full self-check, or as the tokenizer
         }
         if let (Some(dir), Some(_)) = (cache, &loaded.fast) {
-            loaded.pending_cache = Some((dir, tokenizer_cache::encode_sections(&parsed)));
+            loaded.pending_cache = Some((dir, entry::small_sections(&parsed), entry::derived(&loaded)));
         }
         Ok(loaded)
     }
@@ -189,9 +181,9 @@ impl LoadedTokenizer {
             return Ok(());
         }
         self.verified = true;
-        if let Some((dir, sections)) = self.pending_cache.take() {
+        if let (Some((dir, sections, derived)), Some(fast)) = (self.pending_cache.take(), &self.fast) {
             // The cache is an optimisation: a directory that cannot be written is not an error.
-            let _ = tokenizer_cache::write(&dir, &self.sha256, &sections, true);
+            let _ = tokenizer_cache::write(&dir, &self.sha256, &entry::payload(&sections, &derived, fast), true);
         }
         Ok(())
     }
@@ -412,6 +404,9 @@ pub(crate) fn untrim_offsets(processor: &mut Value) -> bool {
     }
     changed
 }
+
+#[path = "tokenizer_entry.rs"]
+mod entry;
 
 #[cfg(test)]
 #[path = "tokenizer_tests.rs"]
