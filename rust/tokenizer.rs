@@ -44,7 +44,8 @@ pub struct LoadedTokenizer {
     /// Cold loads: the cut-down self-check's verdict (`None`: it did not apply; the full check runs).
     probe_verdict: Option<bool>,
     pub reference: Reference,
-    /// Cold loads: the cache entry (directory, encoded sections) to store once verified.
+    /// Cold loads: where the cache entry goes, and two of its parts (`tokenizer_entry`: the small
+    /// sections, what the load derived), taken before the encoder takes the special texts; stored once verified.
     pending_cache: Option<(CacheDir, Vec<u8>, Vec<u8>)>,
 }
 
