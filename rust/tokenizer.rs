@@ -2,11 +2,14 @@
 //! fastsft reads ([`TokenizerJson`]), from which come the special tokens, the byte length of every
 //! token (for byte-level offsets) and the exact fast BPE (`fastbpe`).
 //!
-//! The `tokenizers` crate's own tokenizer (the reference) is built from the same bytes on a
-//! background thread, while the caller loads the template; it is needed for the fast BPE's
-//! self-check, and for the texts and tokenizers the fast path does not cover. When the on-disk
-//! cache ([`crate::tokenizer_cache`]) holds this file's sections and a passed self-check, the
-//! reference is not built until a text needs it, and the JSON is not parsed at all.
+//! The fast BPE's self-check runs on a cut-down build of the `tokenizers` crate's tokenizer
+//! (`tokenizer_probe`: milliseconds). The crate's whole tokenizer (the reference) is built only
+//! when a text or a tokenizer the fast path does not cover needs it; where the fast BPE does
+//! not support the file, or the cut-down check does not apply to it, it is built from the same
+//! bytes on a background thread while the caller loads the template. When the on-disk cache
+//! ([`crate::tokenizer_cache`]) holds this file's entry (`tokenizer_entry`: its small sections,
+//! what the load derived, the fast BPE's built tables) and a passed self-check, the JSON is not
+//! parsed at all and no table is built.
 //!
 //! Not here: encoding (`encode.rs`), the template (`template/`).
 
@@ -22,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::fastbpe::{FastTokenizer, FxHashMap, TokenizerJson};
 use crate::template::sha256_hex;
 use crate::tokenizer_cache::{self, CacheDir};
+use crate::tokenizer_probe;
 
 /// `tokenizer.json`, loaded.
 pub struct LoadedTokenizer {
@@ -37,9 +41,12 @@ pub struct LoadedTokenizer {
     /// The fast BPE, when it supports this file; `verified` says whether it passed the self-check.
     fast: Option<FastTokenizer>,
     verified: bool,
+    /// Cold loads: the cut-down self-check's verdict (`None`: it did not apply; the full check runs).
+    probe_verdict: Option<bool>,
     pub reference: Reference,
-    /// Cold loads: the cache entry (directory, encoded sections) to store once verified.
-    pending_cache: Option<(CacheDir, Vec<u8>)>,
+    /// Cold loads: where the cache entry goes, and two of its parts (`tokenizer_entry`: the small
+    /// sections, what the load derived), taken before the encoder takes the special texts; stored once verified.
+    pending_cache: Option<(CacheDir, Vec<u8>, Vec<u8>)>,
 }
 
 /// Where token offsets come from (see `Encoder::tokenize`).
@@ -86,34 +93,40 @@ impl LoadedTokenizer {
         let sha256 = sha256_hex(&bytes);
         let reference_only = std::env::var("FASTSFT_TOKENIZER").is_ok_and(|v| v == "reference");
         let cache = if reference_only { None } else { cache };
-        if let Some(dir) = &cache {
-            if let Some(entry) = tokenizer_cache::read(dir, &sha256) {
-                if let Ok(parsed) = entry.sections() {
-                    if entry.fast_verified {
-                        let mut loaded = LoadedTokenizer::from_sections(&parsed, file, &sha256, bytes.clone(), false, true)?;
-                        loaded.verified = loaded.fast.is_some();
-                        if loaded.verified {
-                            return Ok(loaded);
-                        }
-                    }
-                }
+        if let Some(entry) = cache.as_ref().and_then(|dir| tokenizer_cache::read(dir, &sha256)) {
+            if let Some(loaded) = entry::load(&entry, file, &sha256, bytes.clone()) {
+                return Ok(loaded);
             }
         }
         let parsed = TokenizerJson::parse(&bytes)
             .map_err(|e| Error::Tokenizer { path: file.to_path_buf(), detail: format!("invalid JSON: {e}") })?;
-        let mut loaded = LoadedTokenizer::from_sections(&parsed, file, &sha256, bytes.clone(), reference_only, false)?;
+        let vocab = model_vocab(&parsed);
+        let mut loaded = LoadedTokenizer::from_sections(&parsed, vocab.as_ref(), file, &sha256, bytes.clone(), reference_only)?;
+        if let (Some(fast), Some(vocab)) = (&loaded.fast, &vocab) {
+            let offsets = matches!(loaded.offsets, OffsetSource::FastBpe);
+            loaded.probe_verdict = tokenizer_probe::check(&parsed, vocab, fast, offsets, &PROBES);
+        }
+        if loaded.probe_verdict.is_none() {
+            loaded.reference.start(); // needed now: for the full self-check, or as the tokenizer
+        }
         if let (Some(dir), Some(_)) = (cache, &loaded.fast) {
-            loaded.pending_cache = Some((dir, tokenizer_cache::encode_sections(&parsed)));
+            loaded.pending_cache = Some((dir, entry::small_sections(&parsed), entry::derived(&loaded)));
         }
         Ok(loaded)
     }
 
-    /// `lazy`: build the reference only when a text needs it (a cache hit); otherwise start now.
-    fn from_sections(parsed: &TokenizerJson, file: &Path, sha256: &str, bytes: Arc<[u8]>, reference_only: bool, lazy: bool) -> Result<LoadedTokenizer> {
-        let reference = Reference::new(file.to_path_buf(), bytes, !lazy);
-        let model_vocab: Option<VocabMap> = parsed.model.as_ref().and_then(|m| m.vocab.as_deref()).map(vocab_map);
-        let added = AddedTokens::from_json(&parsed.added_tokens, model_vocab.as_ref());
-        let model_len = model_vocab.as_ref().map_or(0, |v| v.len());
+    /// `model_vocab`: [`model_vocab`] of `parsed`. The reference is not started here.
+    fn from_sections(
+        parsed: &TokenizerJson,
+        model_vocab: Option<&VocabMap>,
+        file: &Path,
+        sha256: &str,
+        bytes: Arc<[u8]>,
+        reference_only: bool,
+    ) -> Result<LoadedTokenizer> {
+        let reference = Reference::new(file.to_path_buf(), bytes);
+        let added = AddedTokens::from_json(&parsed.added_tokens, model_vocab);
+        let model_len = model_vocab.map_or(0, |v| v.len());
         let vocab_size = added.max_id.map_or(0, |m| m as usize + 1).max(model_len + added.new_count);
         let mut special_ids = vec![false; vocab_size];
         for (id, _) in added.tokens.iter().filter(|(_, t)| t.special) {
@@ -121,7 +134,7 @@ impl LoadedTokenizer {
         }
         let mut special: Vec<String> = added.tokens.iter().filter(|(_, t)| t.special).map(|(_, t)| t.content.clone()).collect();
         special.sort();
-        let mut offsets = detect_offsets(parsed, model_vocab.as_ref(), &added, model_len + added.new_count);
+        let mut offsets = detect_offsets(parsed, model_vocab, &added, model_len + added.new_count);
         let fast = match offsets {
             _ if reference_only => None,
             OffsetSource::ByteLengths { .. } => FastTokenizer::from_parsed(parsed),
@@ -140,14 +153,15 @@ impl LoadedTokenizer {
             offsets,
             fast,
             verified: false,
+            probe_verdict: None,
             reference,
             pending_cache: None,
         })
     }
 
-    /// Runs the fast BPE's self-check against the reference (unless a cache entry already
-    /// vouches for it), drops the fast BPE if it fails, and stores a passed check in the cache.
-    /// Until this runs, [`LoadedTokenizer::fast`] is `None`.
+    /// Runs the fast BPE's self-check (unless a cache entry already vouches for it, or the
+    /// cut-down check of the load gave its verdict), drops the fast BPE if it fails, and stores a
+    /// passed check in the cache. Until this runs, [`LoadedTokenizer::fast`] is `None`.
     /// Without a fast BPE the reference is the tokenizer: its load errors surface here.
     pub fn verify(&mut self) -> Result<()> {
         if self.verified {
@@ -156,14 +170,9 @@ impl LoadedTokenizer {
         let Some(fast) = self.fast.as_ref() else {
             return self.reference.get().map(|_| ());
         };
-        let reference = self.reference.get()?;
-        let same = match self.offsets {
-            OffsetSource::FastBpe => PROBES.iter().all(|text| {
-                reference.encode(*text, false).is_ok_and(|e| {
-                    fast.encode_with_offsets(text).is_some_and(|(ids, offsets)| e.get_ids() == ids && e.get_offsets() == offsets)
-                })
-            }),
-            _ => PROBES.iter().all(|text| reference.encode(*text, false).is_ok_and(|e| e.get_ids() == fast.encode(text).as_slice())),
+        let same = match self.probe_verdict {
+            Some(verdict) => verdict,
+            None => full_check(fast, &self.offsets, self.reference.get()?),
         };
         if !same {
             self.fast = None;
@@ -173,9 +182,9 @@ impl LoadedTokenizer {
             return Ok(());
         }
         self.verified = true;
-        if let Some((dir, sections)) = self.pending_cache.take() {
+        if let (Some((dir, sections, derived)), Some(fast)) = (self.pending_cache.take(), &self.fast) {
             // The cache is an optimisation: a directory that cannot be written is not an error.
-            let _ = tokenizer_cache::write(&dir, &self.sha256, &sections, true);
+            let _ = tokenizer_cache::write(&dir, &self.sha256, &entry::payload(&sections, &derived, fast), true);
         }
         Ok(())
     }
@@ -192,6 +201,19 @@ impl LoadedTokenizer {
         } else {
             None
         }
+    }
+}
+
+/// The self-check against the crate's whole tokenizer: the fast BPE gives its ids (and, for
+/// SentencePiece layouts, its offsets) on every probe.
+fn full_check(fast: &FastTokenizer, offsets: &OffsetSource, reference: &Tokenizer) -> bool {
+    match offsets {
+        OffsetSource::FastBpe => PROBES.iter().all(|text| {
+            reference.encode(*text, false).is_ok_and(|e| {
+                fast.encode_with_offsets(text).is_some_and(|(ids, offsets)| e.get_ids() == ids && e.get_offsets() == offsets)
+            })
+        }),
+        _ => PROBES.iter().all(|text| reference.encode(*text, false).is_ok_and(|e| e.get_ids() == fast.encode(text).as_slice())),
     }
 }
 
@@ -248,6 +270,11 @@ impl AddedTokens {
 
 type VocabMap<'a> = FxHashMap<&'a str, u32>;
 
+/// The model's vocabulary of `parsed`, if it has one of integer ids.
+fn model_vocab<'a>(parsed: &'a TokenizerJson) -> Option<VocabMap<'a>> {
+    parsed.model.as_ref().and_then(|m| m.vocab.as_deref()).map(vocab_map)
+}
+
 /// The vocabulary as a map, deduplicated as the `tokenizers` crate reads it (a later entry for
 /// the same token wins).
 fn vocab_map<'a>(entries: &'a [(Cow<'a, str>, u64)]) -> VocabMap<'a> {
@@ -303,12 +330,21 @@ pub struct Reference {
 }
 
 impl Reference {
-    fn new(file: PathBuf, bytes: Arc<[u8]>, start_now: bool) -> Reference {
-        let building = start_now.then(|| {
-            let bytes = bytes.clone();
-            std::thread::spawn(move || build_reference(&bytes))
-        });
-        Reference { file, bytes, building: Mutex::new(building), built: OnceLock::new() }
+    fn new(file: PathBuf, bytes: Arc<[u8]>) -> Reference {
+        Reference { file, bytes, building: Mutex::new(None), built: OnceLock::new() }
+    }
+
+    /// Starts building on a background thread (unless built or started already).
+    fn start(&self) {
+        if self.built.get().is_some() {
+            return;
+        }
+        if let Ok(mut building) = self.building.lock() {
+            if building.is_none() {
+                let bytes = self.bytes.clone();
+                *building = Some(std::thread::spawn(move || build_reference(&bytes)));
+            }
+        }
     }
 
     /// Whether the reference has been built or is being built (tests: a cached load must not).
@@ -341,7 +377,7 @@ impl Reference {
 /// The file through the `tokenizers` crate, with `trim_offsets` off in every ByteLevel
 /// post-processor: trimming makes whitespace-only tokens report empty ranges (and so fall out of
 /// the mask). It changes only offsets, never ids.
-fn build_reference(bytes: &[u8]) -> std::result::Result<Tokenizer, String> {
+pub(crate) fn build_reference(bytes: &[u8]) -> std::result::Result<Tokenizer, String> {
     let mut tokenizer = Tokenizer::from_bytes(bytes).map_err(|e| format!("not a tokenizers file: {e}"))?;
     if let Some(post) = tokenizer.get_post_processor() {
         let mut json = serde_json::to_value(post).map_err(|e| e.to_string())?;
@@ -356,7 +392,7 @@ fn build_reference(bytes: &[u8]) -> std::result::Result<Tokenizer, String> {
 }
 
 /// Sets `trim_offsets: false` in every ByteLevel processor; true if it changed anything.
-fn untrim_offsets(processor: &mut Value) -> bool {
+pub(crate) fn untrim_offsets(processor: &mut Value) -> bool {
     let mut changed = false;
     if processor.get("type").and_then(Value::as_str) == Some("ByteLevel") && processor.get("trim_offsets") != Some(&Value::Bool(false)) {
         processor["trim_offsets"] = Value::Bool(false);
@@ -369,6 +405,9 @@ fn untrim_offsets(processor: &mut Value) -> bool {
     }
     changed
 }
+
+#[path = "tokenizer_entry.rs"]
+mod entry;
 
 #[cfg(test)]
 #[path = "tokenizer_tests.rs"]

@@ -1,8 +1,9 @@
-//! The on-disk cache of loaded tokenizers: the sections of a `tokenizer.json` that fastsft reads
-//! ([`TokenizerJson`]: vocabulary, merges, added tokens, normalizer, ...) in a binary layout that
-//! loads without JSON parsing, plus the verdict of the fast BPE's self-check. A cached start
-//! builds the fast BPE from these sections with the same code as an uncached one, and skips the
-//! `tokenizers` crate's load until a text needs it.
+//! The on-disk cache of loaded tokenizers: an entry's payload is a list of parts
+//! ([`join_parts`]); `crate::tokenizer` stores the small sections of a `tokenizer.json` that
+//! fastsft reads ([`TokenizerJson`] without its vocabulary and merges, in a binary layout that
+//! loads without JSON parsing), what a load derives from the vocabulary, and the fast BPE's
+//! built tables (`fastbpe::tables`), with the verdict of its self-check. A cached start builds
+//! nothing big, and skips the `tokenizers` crate's load until a text needs it.
 //!
 //! One file per `tokenizer.json`, named by the sha256 of its bytes and by this build of fastsft
 //! (version + a hash of its Rust sources, so a changed fast BPE never trusts an old verdict),
@@ -23,7 +24,7 @@ use crate::fastbpe::TokenizerJson;
 
 const MAGIC: &[u8; 24] = b"fastsft tokenizer cache\n";
 /// The layout below; bump when it changes.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 const FLAG_FAST_VERIFIED: u32 = 1;
 
 /// This build: the package version and a hash of the Rust sources (`build.rs`).
@@ -69,10 +70,29 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// The sections, borrowed from the entry.
-    pub fn sections(&self) -> Result<TokenizerJson<'_>, String> {
-        decode_sections(&self.payload)
+    /// The payload's parts ([`join_parts`]); `None` if they do not add up.
+    pub fn parts(&self) -> Option<Vec<&[u8]>> {
+        let mut r = Reader { data: &self.payload, at: 0 };
+        let n = r.count()?;
+        let parts = (0..n).map(|_| r.count().and_then(|len| r.take(len))).collect::<Option<Vec<_>>>()?;
+        (r.at == self.payload.len()).then_some(parts)
     }
+
+    /// The sections ([`encode_sections`]) in the first part, borrowed from the entry.
+    pub fn sections(&self) -> Result<TokenizerJson<'_>, String> {
+        decode_sections(self.parts().and_then(|p| p.first().copied()).ok_or("malformed tokenizer cache entry")?)
+    }
+}
+
+/// A payload of several parts (each length-prefixed), for [`write`]; [`Entry::parts`] splits it.
+pub fn join_parts(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum::<usize>() + 8);
+    out.extend_from_slice(&(parts.len() as u64).to_le_bytes());
+    for part in parts {
+        out.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        out.extend_from_slice(part);
+    }
+    out
 }
 
 /// The checked entry for `sha256`, or `None` (missing, unreadable, another build, corrupt).
@@ -97,20 +117,20 @@ pub fn read(dir: &CacheDir, sha256: &str) -> Option<Entry> {
     Some(Entry { payload, fast_verified: flags & FLAG_FAST_VERIFIED != 0 })
 }
 
-/// Stores `sections` (from [`encode_sections`]) for `sha256`: written to a temporary file in the
-/// same directory, then renamed over the entry.
-pub fn write(dir: &CacheDir, sha256: &str, sections: &[u8], fast_verified: bool) -> std::io::Result<PathBuf> {
+/// Stores `payload` (from [`join_parts`]) for `sha256`: written to a temporary file in the same
+/// directory, then renamed over the entry.
+pub fn write(dir: &CacheDir, sha256: &str, payload: &[u8], fast_verified: bool) -> std::io::Result<PathBuf> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     std::fs::create_dir_all(&dir.0)?;
-    let mut data = Vec::with_capacity(sections.len() + 200);
+    let mut data = Vec::with_capacity(payload.len() + 200);
     data.extend_from_slice(MAGIC);
     data.extend_from_slice(&FORMAT.to_le_bytes());
     data.extend_from_slice(&(if fast_verified { FLAG_FAST_VERIFIED } else { 0 }).to_le_bytes());
     put_str(&mut data, &build_id());
     put_str(&mut data, sha256);
-    data.extend_from_slice(&(sections.len() as u64).to_le_bytes());
-    data.extend_from_slice(&checksum(sections).to_le_bytes());
-    data.extend_from_slice(sections);
+    data.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    data.extend_from_slice(&checksum(payload).to_le_bytes());
+    data.extend_from_slice(payload);
     let path = dir.entry_path(sha256);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let tmp = dir.0.join(format!(

@@ -101,24 +101,31 @@ const TEXTS: [&str; 4] = [
 fn a_cached_load_skips_the_reference_and_encodes_the_same() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cache = CacheDir(dir.path().join("c"));
-    for family in ["qwen2.5", "llama3.1", "gemma"] {
+    for family in FAMILIES {
         let file = assets().join(family).join("tokenizer.json");
         let mut cold = LoadedTokenizer::load_with_cache(&file, Some(cache.clone())).expect("loads");
-        assert!(cold.reference.started(), "a cold load builds the reference for the self-check");
+        // The self-check ran on the cut-down tokenizer (`tokenizer_probe`), not the whole one.
+        assert_eq!(cold.probe_verdict, Some(true), "{family}");
+        assert!(!cold.reference.started(), "{family}: a cold load must not build the whole reference");
+        let special = std::mem::take(&mut cold.special); // as the encoder does before `verify`
         cold.verify().expect("verifies");
         let entry = cache.entry_path(&cold.sha256);
         assert!(entry.is_file(), "{family}: a verified cold load stores its entry");
         let warm = LoadedTokenizer::load_with_cache(&file, Some(cache.clone())).expect("loads");
         assert!(!warm.reference.started(), "{family}: a cached load must not build the reference");
-        assert_eq!((warm.vocab_size, &warm.special_ids, &warm.special), (cold.vocab_size, &cold.special_ids, &cold.special));
+        assert_eq!((warm.vocab_size, &warm.special_ids, &warm.special), (cold.vocab_size, &cold.special_ids, &special));
+        assert!(!special.is_empty(), "{family}");
         assert!(lengths(&warm) == lengths(&cold));
         let reference = cold.reference.get().expect("reference");
+        assert!(cold.reference.started());
+        // The fast BPE read back from the entry's tables (`fastbpe::tables`), not rebuilt.
         let fast = warm.fast().expect("a cached load has the verified fast BPE");
+        assert_eq!(fast.has_offsets(), cold.fast().expect("verified").has_offsets(), "{family}");
+        assert_eq!(fast.has_offsets(), !matches!(warm.offsets, OffsetSource::ByteLengths { .. }), "{family}");
         for text in PROBES.iter().chain(&TEXTS) {
             let want = reference.encode(*text, false).expect("encodes");
             assert_eq!(fast.encode(text), want.get_ids(), "{family}: {text:?}");
             // SentencePiece: the cached fast BPE gives the crate's offsets too.
-            assert_eq!(fast.has_offsets(), family == "gemma");
             if let Some((ids, offsets)) = fast.encode_with_offsets(text) {
                 assert_eq!((ids.as_slice(), offsets.as_slice()), (want.get_ids(), want.get_offsets()), "{family}: {text:?}");
             }
@@ -164,7 +171,7 @@ fn damaged_stale_and_misnamed_entries_are_ignored_and_replaced() {
         std::fs::write(&path, &bytes).expect("write");
         assert!(tokenizer_cache::read(&cache, &sha).is_none(), "{what} was trusted");
         let loaded = LoadedTokenizer::load_with_cache(&assets().join("gpt2/tokenizer.json"), Some(cache.clone())).expect("loads");
-        assert!(loaded.reference.started(), "{what}: not a cache hit");
+        assert_eq!(loaded.probe_verdict, Some(true), "{what}: not a cache hit (a cold load's self-check ran)");
         let mut loaded = loaded;
         loaded.verify().expect("verifies");
         assert_eq!(std::fs::read(&path).expect("rewritten"), good, "{what}: the entry is rebuilt, identical");
@@ -176,23 +183,52 @@ fn damaged_stale_and_misnamed_entries_are_ignored_and_replaced() {
 }
 
 #[test]
+fn an_entry_whose_tables_do_not_read_back_is_loaded_cold_and_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = CacheDir(dir.path().to_path_buf());
+    for family in ["gpt2", "gemma"] {
+        let (path, good, sha) = fresh_entry(&cache, family);
+        let entry = tokenizer_cache::read(&cache, &sha).expect("entry");
+        let parts = entry.parts().expect("parts");
+        assert_eq!(parts.len(), 3, "sections, derived, tables");
+        // Well-formed entries (right checksum) whose parts are cut short or have a byte too many.
+        let cut = |p: &[u8]| p[..p.len() - 3].to_vec();
+        let longer = |p: &[u8]| [p, &[0u8][..]].concat();
+        for (what, derived, tables) in [
+            ("tables cut short", parts[1].to_vec(), cut(parts[2])),
+            ("a byte after the tables", parts[1].to_vec(), longer(parts[2])),
+            ("derived cut short", cut(parts[1]), parts[2].to_vec()),
+        ] {
+            let payload = tokenizer_cache::join_parts(&[parts[0], &derived, &tables]);
+            tokenizer_cache::write(&cache, &sha, &payload, true).expect("writes");
+            let mut loaded = LoadedTokenizer::load_with_cache(&assets().join(family).join("tokenizer.json"), Some(cache.clone())).expect("loads");
+            assert_eq!(loaded.probe_verdict, Some(true), "{family}, {what}: loaded cold");
+            loaded.verify().expect("verifies");
+            assert_eq!(std::fs::read(&path).expect("rewritten"), good, "{family}, {what}: the entry is rebuilt, identical");
+        }
+    }
+}
+
+#[test]
 fn concurrent_writers_leave_one_whole_entry() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cache = CacheDir(dir.path().join("shared"));
     let json = std::fs::read(assets().join("qwen2.5/tokenizer.json")).expect("reads");
     let sections = tokenizer_cache::encode_sections(&TokenizerJson::parse(&json).expect("parses"));
+    let payload = tokenizer_cache::join_parts(&[&sections, b"second part"]);
     let sha = sha256_hex(&json);
     std::thread::scope(|s| {
         for _ in 0..4 {
             s.spawn(|| {
                 for _ in 0..3 {
-                    tokenizer_cache::write(&cache, &sha, &sections, true).expect("writes");
+                    tokenizer_cache::write(&cache, &sha, &payload, true).expect("writes");
                 }
             });
             s.spawn(|| {
                 for _ in 0..20 {
                     // Readers see a whole entry or none, never a partial one.
                     if let Some(entry) = tokenizer_cache::read(&cache, &sha) {
+                        assert_eq!(entry.parts().expect("parts")[1], b"second part");
                         assert_eq!(tokenizer_cache::encode_sections(&entry.sections().expect("decodes")), sections);
                     }
                 }

@@ -44,7 +44,7 @@ def data(tmp_path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("family", ["qwen2.5", "llama3.1"])
+@pytest.mark.parametrize("family", ["qwen2.5", "llama3.1", "gemma"])
 def test_same_bytes_cold_warm_and_off(family, data, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     tokenizer = TOKENIZERS / family
@@ -56,8 +56,11 @@ def test_same_bytes_cold_warm_and_off(family, data, tmp_path, monkeypatch):
     (entry,) = entries(tmp_path / "cache")
     assert entry.name.startswith(hashlib.sha256((tokenizer / "tokenizer.json").read_bytes()).hexdigest())
     fastsft.prep([data], tokenizer, tmp_path / "warm")
+    monkeypatch.setenv("FASTSFT_TOKENIZER", "reference")  # the tokenizers crate alone, no fast BPE
+    fastsft.prep([data], tokenizer, tmp_path / "reference")
     want = digests(tmp_path / "off")
     assert digests(tmp_path / "cold") == want and digests(tmp_path / "warm") == want
+    assert digests(tmp_path / "reference") == want
     assert json.loads((tmp_path / "warm/manifest.json").read_text())["counts"]["written"] == 3
 
 

@@ -9,6 +9,8 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+use super::tables::{Reader, Writer};
+
 /// Words with more symbols than this use the heap.
 const LINEAR_MAX: usize = 128;
 const NONE: u64 = u64::MAX;
@@ -71,6 +73,27 @@ impl Merges {
             }
             self.slots[i] = [k, v];
         }
+    }
+
+    pub(super) fn write(&self, w: &mut Writer) {
+        let flat: Vec<u64> = self.slots.iter().flatten().copied().collect();
+        w.u64s(&flat);
+        w.u32(self.shift);
+        w.u64(self.len as u64);
+        w.u64s(&self.byte_pairs);
+    }
+
+    /// `None` unless the table is well formed (a power-of-two size, an empty or full byte-pair table).
+    pub(super) fn read(r: &mut Reader) -> Option<Merges> {
+        let flat = r.u64s()?;
+        let slots: Vec<[u64; 2]> = flat.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
+        let (shift, len, byte_pairs) = (r.u32()?, usize::try_from(r.u64()?).ok()?, r.u64s()?);
+        let well_formed = flat.len() % 2 == 0
+            && slots.len().is_power_of_two()
+            && shift == 64 - slots.len().trailing_zeros()
+            && len < slots.len()
+            && (byte_pairs.is_empty() || byte_pairs.len() == 1 << 16);
+        well_formed.then_some(Merges { slots, shift, len, byte_pairs })
     }
 
     /// `rank << 32 | merged`, or `NONE`: ordering these compares ranks.

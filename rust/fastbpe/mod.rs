@@ -37,6 +37,7 @@ mod nfc_offsets;
 mod offsets;
 mod pretokenize;
 mod sentencepiece;
+pub mod tables;
 #[rustfmt::skip]
 mod unicode_data;
 mod vocab;
@@ -130,6 +131,43 @@ impl FastTokenizer {
                 OffsetPlan::new(model_json, &model, &normalizer, metaspace, normalized_tokens.is_some())
             }
         };
+        classes::init();
+        Some(FastTokenizer {
+            instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
+            raw_tokens,
+            normalized_tokens,
+            normalizer,
+            pre_tokenizer,
+            model,
+            segment,
+            offsets,
+        })
+    }
+
+    /// The built tables (model, offset plan) as bytes, for [`FastTokenizer::from_tables`].
+    pub fn write_tables(&self, w: &mut tables::Writer) {
+        self.model.write(w);
+        w.bool(self.segment);
+        w.bool(self.offsets.is_some());
+        if let Some(plan) = &self.offsets {
+            plan.write(w);
+        }
+    }
+
+    /// The fast tokenizer of a file whose tables [`FastTokenizer::write_tables`] wrote, with the
+    /// small parts (normalizer, pre-tokenizer, added tokens) built from `root`'s sections, as
+    /// [`FastTokenizer::from_parsed`] builds them; `root` needs no vocabulary or merges. `None`
+    /// for tables that do not read back whole, or sections this build would not accept.
+    pub fn from_tables(root: &TokenizerJson, r: &mut tables::Reader) -> Option<FastTokenizer> {
+        let normalizer = Normalizer::from_json(&root.normalizer)?;
+        let pre_tokenizer = parse_pre_tokenizer(&root.pre_tokenizer, &normalizer)?;
+        let model = Model::read(r)?;
+        let segment = r.bool()?;
+        let offsets = match r.bool()? {
+            true => Some(OffsetPlan::read(r)?),
+            false => None,
+        };
+        let (raw_tokens, normalized_tokens) = added_tokens(&root.added_tokens, &model, &normalizer)?;
         classes::init();
         Some(FastTokenizer {
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),

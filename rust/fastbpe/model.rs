@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::bpe::Merges;
 use super::cache::{FxHashMap, PairCache};
 use super::json::{MergeJson, ModelJson};
+use super::tables::{Reader, Writer};
 use super::vocab::Vocab;
 
 pub struct Model {
@@ -160,6 +161,48 @@ impl Model {
             unk,
             fuse_unk: flag("fuse_unk"),
             byte_level,
+        })
+    }
+
+    pub(super) fn write(&self, w: &mut Writer) {
+        self.vocab.write(w);
+        w.u32s(&self.char_ids);
+        w.u64(self.vocab_len as u64);
+        self.merges.write(w);
+        w.bool(self.ignore_merges);
+        w.u32s(&self.byte_ids);
+        w.bool(self.byte_fallback.is_some());
+        for id in self.byte_fallback.unwrap_or([None; 256]) {
+            w.opt_u32(id);
+        }
+        w.opt_u32(self.unk);
+        w.bool(self.fuse_unk);
+        w.bool(self.byte_level);
+    }
+
+    pub(super) fn read(r: &mut Reader) -> Option<Model> {
+        let vocab = Vocab::read(r)?;
+        let char_ids = r.u32s().filter(|c| c.is_empty() || c.len() == 0x10000)?;
+        let vocab_len = usize::try_from(r.u64()?).ok()?;
+        let merges = Merges::read(r)?;
+        let ignore_merges = r.bool()?;
+        let byte_ids: [u32; 256] = r.u32s()?.try_into().ok()?;
+        let has_fallback = r.bool()?;
+        let mut fallback = [None; 256];
+        for slot in fallback.iter_mut() {
+            *slot = r.opt_u32()?;
+        }
+        Some(Model {
+            vocab,
+            char_ids,
+            vocab_len,
+            merges,
+            ignore_merges,
+            byte_ids,
+            byte_fallback: has_fallback.then_some(fallback),
+            unk: r.opt_u32()?,
+            fuse_unk: r.bool()?,
+            byte_level: r.bool()?,
         })
     }
 

@@ -30,6 +30,7 @@ use super::json::{MergeJson, ModelJson};
 use super::model::Model;
 use super::normalize::{Normalizer, Step};
 use super::sentencepiece::METASPACE;
+use super::tables::{Reader, Writer};
 
 /// What `▁` stands for in the original text.
 const SPACE: u8 = b' ';
@@ -48,6 +49,27 @@ const NO_TEXT: TokenText = TokenText { offset: u32::MAX, len: u32::MAX };
 pub struct OffsetPlan {
     texts: Vec<TokenText>,
     arena: Vec<u8>,
+}
+
+impl OffsetPlan {
+    pub(super) fn write(&self, w: &mut Writer) {
+        let flat: Vec<u32> = self.texts.iter().flat_map(|t| [t.offset, t.len]).collect();
+        w.u32s(&flat);
+        w.bytes(&self.arena);
+    }
+
+    /// `None` unless every token's text lies inside the arena.
+    pub(super) fn read(r: &mut Reader) -> Option<OffsetPlan> {
+        let flat = r.u32s().filter(|f| f.len() % 2 == 0)?;
+        let arena = r.bytes()?.to_vec();
+        let texts: Vec<TokenText> = flat.chunks_exact(2).map(|c| TokenText { offset: c[0], len: c[1] }).collect();
+        let fits = |t: &TokenText| {
+            (t.offset, t.len) == (NO_TEXT.offset, NO_TEXT.len)
+                || t.len == 0
+                || (t.offset as usize).checked_add(t.len as usize).is_some_and(|end| end <= arena.len())
+        };
+        texts.iter().all(fits).then_some(OffsetPlan { texts, arena })
+    }
 }
 
 impl OffsetPlan {

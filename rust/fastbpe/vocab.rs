@@ -6,6 +6,7 @@
 use std::hash::Hasher;
 
 use super::cache::FxHasher;
+use super::tables::{Reader, Writer};
 
 #[derive(Clone, Copy, Default)]
 struct Slot {
@@ -99,6 +100,30 @@ impl Vocab {
         }
         let s = self.slots[self.find(key, hash(key))];
         (s.len != 0).then_some(s.id)
+    }
+}
+
+impl Vocab {
+    pub(super) fn write(&self, w: &mut Writer) {
+        let flat: Vec<u32> = self.slots.iter().flat_map(|s| [s.tag, s.len, s.offset, s.id]).collect();
+        w.u32s(&flat);
+        w.u32(self.shift);
+        w.bytes(&self.bytes);
+        w.u64(self.len as u64);
+    }
+
+    /// `None` unless the table is well formed (a power-of-two size, every entry inside the arena).
+    pub(super) fn read(r: &mut Reader) -> Option<Vocab> {
+        let flat = r.u32s()?;
+        let slots: Vec<Slot> = flat.chunks_exact(4).map(|c| Slot { tag: c[0], len: c[1], offset: c[2], id: c[3] }).collect();
+        let (shift, bytes, len) = (r.u32()?, r.bytes()?.to_vec(), usize::try_from(r.u64()?).ok()?);
+        let fits = |s: &Slot| s.len == 0 || (s.offset as usize).checked_add(s.len as usize).is_some_and(|end| end <= bytes.len());
+        let well_formed = flat.len() % 4 == 0
+            && slots.len().is_power_of_two()
+            && shift == 64 - slots.len().trailing_zeros()
+            && len < slots.len()
+            && slots.iter().all(fits);
+        well_formed.then_some(Vocab { slots, shift, bytes, len })
     }
 }
 
