@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 // The API other Rust code (tests/, examples/, other engines) builds on.
+pub mod assemble;
 pub mod conversation;
 pub mod decode;
 pub mod encode;

@@ -44,11 +44,10 @@ from fastsft.errors import (
     InputNotFoundError,
     MissingExtraError,
     OutputExistsError,
-    TooManyRejectsError,
     UsageError,
 )
 from fastsft.prep import expand_inputs
-from fastsft.ray_assemble import Unit, assemble, assemble_rejects
+from fastsft.ray_assemble import Unit, assemble
 from fastsft.tokenizer_path import locate_tokenizer
 
 # At most 1 GiB of input per unit: a share of a split file reads the whole file (skipping the
@@ -114,37 +113,27 @@ def prep_on_ray(
             ray.shutdown()
     encoded = time.monotonic()
 
-    tmp = target.parent / f".{target.name}.fastsft-tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        if all(unit.rejected_only is not None for unit in units):
-            counts = assemble_rejects(units, files, absolute, tmp / "rejects.jsonl")
-            _check_rejects(opts, counts, tmp, target)
+    report = {
+        "seconds": encoded - started,
+        "engine": "ray",
+        "units": len(units),
+        "units_reused": reused,
+        "nodes": nodes,
+        "encode_seconds": encoded - started,
+        "unit_pipeline_seconds": unit_seconds,
+    }
+    counts = assemble(
+        units,
+        files=files,
+        sizes=[_plan_size(path) for path in files],
+        read_as=absolute,
+        output=target,
+        overwrite=opts.overwrite,
+        max_reject_fraction=opts.max_reject_fraction,
         # The units were given a template file by its absolute path: the manifest names it as the user did.
-        result = assemble(units, files, absolute, tmp, template=opts.template)
-        manifest = result["manifest"]
-        counts = result["counts"]
-        _check_rejects(opts, counts, tmp, target)
-        seconds = time.monotonic() - started
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        report = {
-            "seconds": seconds,
-            "engine": "ray",
-            "units": len(units),
-            "units_reused": reused,
-            "nodes": nodes,
-            "encode_seconds": encoded - started,
-            "unit_pipeline_seconds": unit_seconds,
-            "assemble_seconds": time.monotonic() - encoded,
-            "records_per_second": counts["read"] / max(seconds, 1e-9),
-            "tokens_per_second": counts["tokens"] / max(seconds, 1e-9),
-        }
-        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        _commit(tmp, target, opts.overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        template=opts.template,
+        report=report,
+    )
     # This run's work directory, and those of earlier runs for this output with other inputs or
     # options (they can no longer be resumed into it).
     for stale in target.parent.glob(f".{glob.escape(target.name)}.fastsft-ray-*"):
@@ -204,6 +193,15 @@ def _plan_id(absolute: list[str], tokenizer_dir: str, core_options: dict[str, An
     options = {"encoder": core_options["encoder"], "run": run}
     plan = [_core.__version__, [stamp(p) for p in absolute], [stamp(p) for p in tokenizer_files], options]
     return hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _plan_size(path: str) -> int:
+    """What the manifest's plan records of an input as the user named it (as rust/manifest.rs's
+    `plan_inputs` does for a local run): its size, 0 if it cannot be read."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def _input_bytes(path: str) -> int:
@@ -411,34 +409,3 @@ def _check_output(target: Path, overwrite: bool) -> None:
         )
     if not overwrite:
         raise OutputExistsError(f"{target} already holds a dataset; pass --overwrite to replace it")
-
-
-def _commit(tmp: Path, target: Path, overwrite: bool) -> None:
-    _check_output(target, overwrite)
-    if target.exists() and (target / "manifest.json").is_file():
-        old = tmp.with_name(tmp.name + ".old")
-        os.rename(target, old)
-        os.rename(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, target)  # replaces an empty directory atomically
-
-
-def _check_rejects(opts: PrepOptions, counts: dict[str, Any], tmp: Path, target: Path) -> None:
-    """The whole run's bar for rejects (the units ran without one): as rust/pipeline.rs words it."""
-    read, rejected = counts["read"], counts["rejected"]
-    fraction = rejected / read if read else 0.0
-    limit = 1.0 if opts.max_reject_fraction is None else opts.max_reject_fraction
-    nothing_written = read > 0 and counts["written"] == 0
-    if fraction <= limit and not nothing_written:
-        return
-    kept = target.with_name(target.name + ".rejects.jsonl")
-    shutil.copyfile(tmp / "rejects.jsonl", kept)
-    reason, n = max(counts["rejected_by_reason"].items(), key=lambda item: item[1], default=("?", 0))
-    why = ", nothing written" if nothing_written else f" > --max-reject-fraction {limit}"
-    raise TooManyRejectsError(
-        f"{rejected} of {read} records rejected ({fraction * 100:.1f}%{why}); most common reason: {reason} ({n} records); "
-        f"every reject is listed in {kept}",
-        counts["rejected_by_reason"],
-        read,
-    )
