@@ -60,6 +60,9 @@ pub struct UnitSpec {
     /// A unit whose every record was rejected holds only `rejects.jsonl`; these are its counts
     /// and inputs (`{"read", "rejected", "rejected_by_reason", "inputs"}`).
     pub rejected_only: Option<serde_json::Value>,
+    /// The paths the unit read its files as, when not `Assembly::read_as` (local copies of objects).
+    #[serde(default)]
+    pub read_as: Option<Vec<String>>,
 }
 
 struct Unit<'a> {
@@ -244,7 +247,8 @@ fn copy_rejects(piece: &[&Unit], assembly: &Assembly, out: &mut BufWriter<File>,
         for line in BufReader::new(file).lines() {
             let line = line.map_err(|e| Error::io(&path, e))?;
             let mut reject: serde_json::Value = serde_json::from_str(&line).map_err(|e| Error::BadFile { path: path.clone(), detail: e.to_string() })?;
-            let Some(index) = unit.spec.files.iter().copied().find(|&i| reject["file"] == assembly.read_as[i].as_str()) else {
+            let read_as = |k: usize, i: usize| unit.spec.read_as.as_ref().and_then(|r| r.get(k)).unwrap_or(&assembly.read_as[i]);
+            let Some(index) = unit.spec.files.iter().enumerate().find(|&(k, &i)| reject["file"] == read_as(k, i).as_str()).map(|(_, &i)| i) else {
                 return Err(Error::BadFile { path, detail: "a reject line names none of the unit's inputs".into() });
             };
             reject["file"] = serde_json::Value::String(assembly.files[index].clone());

@@ -227,12 +227,8 @@ def test_plan_units_groups_small_files_splits_large_ones_and_keeps_its_layout(tm
     from fastsft.ray_engine import plan_units
 
     sizes = [300, 300, 300, 2500, 100, 900]
-    paths = []
-    for i, size in enumerate(sizes):
-        paths.append(str(tmp_path / f"f{i}.jsonl"))
-        Path(paths[-1]).write_bytes(b"x" * size)
     work = tmp_path / "work"
-    units = plan_units(paths, work, unit_bytes=1000, slots=2)  # 4,400 bytes over 2 slots: 1,000 a unit
+    units = plan_units(sizes, work, unit_bytes=1000, slots=2)  # 4,400 bytes over 2 slots: 1,000 a unit
     assert [(u.files, u.share, u.shares) for u in units] == [
         ([0, 1, 2], 0, 1),
         ([3], 0, 3),
@@ -241,14 +237,14 @@ def test_plan_units_groups_small_files_splits_large_ones_and_keeps_its_layout(tm
         ([4, 5], 0, 1),
     ]
     assert units[1].directory == work / "unit-00003-00003-00000-of-00003"
-    again = plan_units(paths, work, unit_bytes=10_000, slots=64)
+    again = plan_units(sizes, work, unit_bytes=10_000, slots=64)
     assert [(u.files, u.share, u.shares, u.directory) for u in again] == [
         (u.files, u.share, u.shares, u.directory) for u in units
     ]
     # Below MIN_UNIT_BYTES (128 MiB) a unit takes up to unit_bytes whatever the slots: one unit here.
-    fresh = plan_units(paths, tmp_path / "other", unit_bytes=10_000, slots=2)
+    fresh = plan_units(sizes, tmp_path / "other", unit_bytes=10_000, slots=2)
     assert [(u.files, u.shares) for u in fresh] == [([0, 1, 2, 3, 4, 5], 1)]
     # Above it, about one unit per slot: 4,400 bytes over 2 slots, 2,200 a unit.
     monkeypatch.setattr("fastsft.ray_engine.MIN_UNIT_BYTES", 100)
-    by_slots = plan_units(paths, tmp_path / "slots", unit_bytes=10_000, slots=2)
+    by_slots = plan_units(sizes, tmp_path / "slots", unit_bytes=10_000, slots=2)
     assert [(u.files, u.shares) for u in by_slots] == [([0, 1, 2], 1), ([3], 2), ([3], 2), ([4, 5], 1)]

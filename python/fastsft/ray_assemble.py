@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fastsft import _core
+from fastsft.ray_storage import Place
 
 
 @dataclass
@@ -33,6 +34,15 @@ class Unit:
     shares: int
     directory: Path
     rejected_only: dict[str, Any] | None = None
+    # Where the unit is written: `directory` itself when the work directory is local, else its
+    # prefix on the store (the driver copies it to `directory` to assemble).
+    staged: Place = field(default_factory=lambda: Place(None, "", ""))
+    # The local paths the unit read its files as, when not the inputs' own (copies of objects).
+    read_as: list[str] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.directory.name
 
 
 def assemble(
@@ -68,6 +78,7 @@ def assemble(
                 "share": u.share,
                 "shares": u.shares,
                 "rejected_only": u.rejected_only,
+                "read_as": u.read_as,
             }
             for u in units
         ],

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import hashlib
 import json
 import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,13 +41,30 @@ from fastsft import _core
 from fastsft.config import PrepOptions
 from fastsft.errors import (
     FastSFTError,
-    InputNotFoundError,
     MissingExtraError,
     OutputExistsError,
+    TooManyRejectsError,
     UsageError,
 )
 from fastsft.prep import expand_inputs
 from fastsft.ray_assemble import Unit, assemble
+from fastsft.ray_storage import (
+    Place,
+    check_bucket,
+    delete_file,
+    download_dir,
+    exists,
+    file_size_and_stamp,
+    is_remote,
+    list_names,
+    locate,
+    read_text,
+    remove,
+    upload_dir,
+    upload_file,
+    write_text,
+)
+from fastsft.ray_unit import encode_unit, finished, unit_read_as
 from fastsft.tokenizer_path import locate_tokenizer
 
 # At most 1 GiB of input per unit: a share of a split file reads the whole file (skipping the
@@ -66,15 +83,20 @@ def prep_on_ray(
     address: str | None = None,
     unit_bytes: int = DEFAULT_UNIT_BYTES,
     max_retries: int = 3,
+    filesystem: Any = None,
     **options: Any,
 ) -> dict[str, Any]:
     """`fastsft.prep(..., engine="ray")`: the same dataset as `fastsft.prep`, made by Ray tasks.
 
     `address`: the cluster (default `RAY_ADDRESS`, else a local Ray started for this call, or the
-    one this process is already connected to). Inputs, tokenizer and output must be on storage that
-    every node sees. `unit_bytes`: input bytes per work unit; `threads`: the CPUs (and encoding
-    threads) each unit's task takes (default 1: Ray runs as many units at once as the cluster has
-    CPUs); `max_retries`: how often Ray re-runs a unit whose worker died.
+    one this process is already connected to). Local inputs, the tokenizer and a local output must
+    be on storage that every node sees; inputs and output may also be object-store URIs
+    (`s3://bucket/key`, any `pyarrow.fs` filesystem: `ray_storage.py`), read and written through
+    `filesystem` when given (a `pyarrow.fs.FileSystem` or an fsspec one), else the filesystem
+    pyarrow makes from each URI and the environment. `unit_bytes`: input bytes per work unit;
+    `threads`: the CPUs (and encoding threads) each unit's task takes (default 1: Ray runs as many
+    units at once as the cluster has CPUs); `max_retries`: how often Ray re-runs a unit whose
+    worker died.
     """
     started = time.monotonic()
     options.setdefault("progress", False)
@@ -85,18 +107,22 @@ def prep_on_ray(
     if unit_bytes < 1:
         raise UsageError(f"unit_bytes={unit_bytes}: must be 1 or more")
     cpus_per_unit = opts.threads or 1
-    files = expand_inputs(inputs)
+    files = _expand(inputs)
     if not files:
         raise UsageError("no input files given")
-    for path in files:
-        if not os.path.exists(path):
-            raise InputNotFoundError(f"{path}: no such file")
-    absolute = [os.path.abspath(path) for path in files]
-    target = Path(os.path.abspath(output))
-    _check_output(target, opts.overwrite)
+    places = [locate(path, filesystem) for path in files]
+    stamps = [file_size_and_stamp(place) for place in places]
+    sizes = [_input_bytes(place.path) if place.local else size for place, (size, _) in zip(places, stamps)]
+    out = locate(output, filesystem)
+    _check_output(out, opts.overwrite)
     core_options = _core_options(opts, cpus_per_unit)
     tokenizer_dir = os.path.abspath(locate_tokenizer(tokenizer))
-    work = target.parent / f".{target.name}.fastsft-ray-{_plan_id(absolute, tokenizer_dir, core_options)}"
+    plan = _plan_id([[p.path if p.local else p.uri, *stamp] for p, stamp in zip(places, stamps)], tokenizer_dir, core_options)
+    out_parent, out_name = out.parent_and_name()
+    work = out_parent.join(f".{out_name}.fastsft-ray-{plan}")
+    # Local scratch, on every node: copies of objects a unit reads, units on their way to the
+    # store, and the driver's assembly of a dataset that goes to a store.
+    scratch = os.path.join(tempfile.gettempdir(), f"fastsft-ray-{plan}")
 
     ray = _import_ray()
     started_ray = not ray.is_initialized()
@@ -104,9 +130,15 @@ def prep_on_ray(
         ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
     try:
         slots = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_unit)
-        units = plan_units(absolute, work, unit_bytes, slots)
+        units = plan_units(sizes, work, unit_bytes, slots, scratch=scratch)
+        for unit in units:
+            unit.read_as = (
+                None
+                if all(places[i].local for i in unit.files)
+                else unit_read_as([places[i] for i in unit.files], scratch, unit.name)
+            )
         reused, nodes, unit_seconds = _run_units(
-            ray, units, absolute, files, tokenizer_dir, core_options, cpus_per_unit, max_retries, opts.progress
+            ray, units, places, files, tokenizer_dir, core_options, cpus_per_unit, max_retries, opts.progress, scratch
         )
     finally:
         if started_ray:
@@ -122,22 +154,36 @@ def prep_on_ray(
         "encode_seconds": encoded - started,
         "unit_pipeline_seconds": unit_seconds,
     }
-    counts = assemble(
-        units,
-        files=files,
-        sizes=[_plan_size(path) for path in files],
-        read_as=absolute,
-        output=target,
-        overwrite=opts.overwrite,
-        max_reject_fraction=opts.max_reject_fraction,
-        # The units were given a template file by its absolute path: the manifest names it as the user did.
-        template=opts.template,
-        report=report,
-    )
+    try:
+        if not work.local:
+            _fetch_units(units, work)
+        target = out.path if out.local else os.path.join(scratch, "dataset")
+        try:
+            counts = assemble(
+                units,
+                files=files,
+                sizes=[_plan_size(place, size) for place, (size, _) in zip(places, stamps)],
+                read_as=[place.path for place in places],
+                output=Path(target),
+                overwrite=opts.overwrite or not out.local,
+                max_reject_fraction=opts.max_reject_fraction,
+                # The units were given a template file by its absolute path: the manifest names it as the user did.
+                template=opts.template,
+                report=report,
+            )
+        except TooManyRejectsError as error:
+            if out.local:
+                raise
+            raise _rejects_kept_on_store(error, target, out_parent.join(f"{out_name}.rejects.jsonl")) from None
+        if not out.local:
+            _publish(target, out)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     # This run's work directory, and those of earlier runs for this output with other inputs or
     # options (they can no longer be resumed into it).
-    for stale in target.parent.glob(f".{glob.escape(target.name)}.fastsft-ray-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    for name in list_names(out_parent) if not out_parent.local else os.listdir(out_parent.path):
+        if name.startswith(f".{out_name}.fastsft-ray-"):
+            remove(out_parent.join(name))
     summary = dict(counts)
     summary.update(
         output=os.fspath(output),
@@ -150,6 +196,40 @@ def prep_on_ray(
         nodes=nodes,
     )
     return summary
+
+
+def _expand(inputs: Any) -> list[str]:
+    """Local paths and globs as `fastsft prep` expands them; object-store URIs as given."""
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    files: list[str] = []
+    for item in items:
+        item = os.fspath(item)
+        files.extend([item] if is_remote(item) else expand_inputs(item))
+    return list(dict.fromkeys(files))
+
+
+def _fetch_units(units: list[Unit], work: Place) -> None:
+    """The driver's copy of the finished units on a store, for the assembly (local files)."""
+    for unit in units:
+        names = ["rejects.jsonl"] if unit.rejected_only is not None else [*UNIT_FILES]
+        download_dir(work.join(unit.name), os.fspath(unit.directory), names)
+
+
+def _publish(local: str, out: Place) -> None:
+    """Uploads a finished dataset, `manifest.json` last. A dataset already there (replaced with
+    --overwrite, as checked before the run) first loses its manifest, so that no reader takes the
+    mix of old and new files for a dataset while they are replaced."""
+    if exists(out.join("manifest.json")):
+        delete_file(out.join("manifest.json"))
+    remove(out)
+    upload_dir(local, out, last="manifest.json")
+
+
+def _rejects_kept_on_store(error: TooManyRejectsError, target: str, kept: Place) -> TooManyRejectsError:
+    local = f"{target}.rejects.jsonl"
+    upload_file(local, kept)
+    renamed = TooManyRejectsError(str(error).replace(local, kept.uri), error.counts, error.read)
+    return renamed
 
 
 def _import_ray():
@@ -172,9 +252,10 @@ def _core_options(opts: PrepOptions, cpus_per_unit: int) -> dict[str, Any]:
     return json.loads(unit.to_core_json())
 
 
-def _plan_id(absolute: list[str], tokenizer_dir: str, core_options: dict[str, Any]) -> str:
-    """Names the work directory: a re-run with the same inputs (path, size, mtime), tokenizer files
-    and options finds the units it finished (and their layout); anything else starts afresh."""
+def _plan_id(input_stamps: list[list[Any]], tokenizer_dir: str, core_options: dict[str, Any]) -> str:
+    """Names the work directory: a re-run with the same inputs ([path or URI, size, mtime] each),
+    tokenizer files and options finds the units it finished (and their layout); anything else
+    starts afresh."""
 
     def stamp(path: str) -> list[Any]:
         st = os.stat(path)
@@ -191,15 +272,18 @@ def _plan_id(absolute: list[str], tokenizer_dir: str, core_options: dict[str, An
     )
     run = {k: v for k, v in core_options["run"].items() if k not in ("threads", "chunk_size")}
     options = {"encoder": core_options["encoder"], "run": run}
-    plan = [_core.__version__, [stamp(p) for p in absolute], [stamp(p) for p in tokenizer_files], options]
+    plan = [_core.__version__, input_stamps, [stamp(p) for p in tokenizer_files], options]
     return hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _plan_size(path: str) -> int:
+def _plan_size(place: Place, size: int) -> int:
     """What the manifest's plan records of an input as the user named it (as rust/manifest.rs's
-    `plan_inputs` does for a local run): its size, 0 if it cannot be read."""
+    `plan_inputs` does for a local run): its size (a local path's, relative to this directory),
+    0 if it cannot be read."""
+    if not place.local:
+        return size
     try:
-        return os.stat(path).st_size
+        return os.stat(place.uri).st_size
     except OSError:
         return 0
 
@@ -210,17 +294,19 @@ def _input_bytes(path: str) -> int:
     return os.path.getsize(path)
 
 
-def plan_units(absolute: list[str], work: Path, unit_bytes: int, slots: int) -> list[Unit]:
+def plan_units(sizes: list[int], work: Place | Path, unit_bytes: int, slots: int, scratch: str = "") -> list[Unit]:
     """The work units, as an earlier run of the same plan laid them out (`units.json`), or anew:
     about one unit per slot (cluster CPUs / CPUs per unit), none smaller than `MIN_UNIT_BYTES`
     (each unit pays a fixed start, ~0.3 s measured) nor larger than `unit_bytes`. Consecutive
-    small files share a unit; a file larger than a unit is read as round-robin shares."""
-    layout_path = work / "units.json"
+    small files (of `sizes` bytes) share a unit; a file larger than a unit is read as shares.
+    A unit's directory is in `work` when local, else (a store) the driver's copy in `scratch`."""
+    if isinstance(work, Path):
+        work = Place(None, os.fspath(work), os.fspath(work))
+    layout_place = work.join("units.json")
     layout: list[dict[str, Any]] = []
-    if layout_path.is_file():
-        layout = json.loads(layout_path.read_text(encoding="utf-8"))
+    if exists(layout_place):
+        layout = json.loads(read_text(layout_place))
     else:
-        sizes = [_input_bytes(path) for path in absolute]
         size = min(unit_bytes, max(min(MIN_UNIT_BYTES, unit_bytes), math.ceil(sum(sizes) / slots)))
         group: list[int] = []
         group_bytes = 0
@@ -236,25 +322,19 @@ def plan_units(absolute: list[str], work: Path, unit_bytes: int, slots: int) -> 
                 group_bytes += file_bytes
         if group:
             layout.append({"files": group, "share": 0, "shares": 1})
-        work.mkdir(parents=True, exist_ok=True)
-        tmp = work / f"units.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(layout), encoding="utf-8")
-        os.replace(tmp, layout_path)
-    return [
-        Unit(
-            u["files"],
-            u["share"],
-            u["shares"],
-            work / f"unit-{u['files'][0]:05d}-{u['files'][-1]:05d}-{u['share']:05d}-of-{u['shares']:05d}",
-        )
-        for u in layout
-    ]
+        write_text(layout_place, json.dumps(layout))
+    units = []
+    for u in layout:
+        name = f"unit-{u['files'][0]:05d}-{u['files'][-1]:05d}-{u['share']:05d}-of-{u['shares']:05d}"
+        local = Path(work.path if work.local else os.path.join(scratch, "units")) / name
+        units.append(Unit(u["files"], u["share"], u["shares"], local, staged=work.join(name)))
+    return units
 
 
-def _as_given(error: Exception, absolute: list[str], files: list[str]) -> Exception:
-    """A unit's error naming the inputs as the user did (the units had their absolute paths)."""
+def _as_given(error: Exception, read_as: list[str], files: list[str]) -> Exception:
+    """A unit's error naming the inputs as the user did (the units had absolute paths or copies)."""
     message = str(error)
-    for full, given in zip(absolute, files):
+    for full, given in zip(read_as, files):
         message = message.replace(full, given)
     if message == str(error) or len(error.args) != 1:
         return error
@@ -269,37 +349,27 @@ def _as_given(error: Exception, absolute: list[str], files: list[str]) -> Except
 def _run_units(
     ray,
     units: list[Unit],
-    absolute: list[str],
+    places: list[Place],
     files: list[str],
     tokenizer_dir: str,
     core_options: dict[str, Any],
     cpus_per_unit: int,
     max_retries: int,
     progress: bool,
+    scratch: str,
 ) -> tuple[int, int, float]:
     """Runs every unfinished unit as a Ray task; returns how many finished units were reused, on
     how many nodes the others ran, and the seconds their pipelines took (summed)."""
     task = ray.remote(encode_unit).options(num_cpus=cpus_per_unit, max_retries=max_retries, retry_exceptions=False)
     pending, reused, nodes, unit_seconds = [], 0, set(), 0.0
     for unit in units:
-        done = _finished(unit)
+        done = finished(unit.staged)
         if done is not None:
             unit.rejected_only = done or None
             reused += 1
             continue
-        pending.append(
-            (
-                unit,
-                task.remote(
-                    [absolute[i] for i in unit.files],
-                    tokenizer_dir,
-                    os.fspath(unit.directory),
-                    unit.shares,
-                    unit.share,
-                    core_options,
-                ),
-            )
-        )
+        inputs = [places[i] for i in unit.files]
+        pending.append((unit, task.remote(inputs, tokenizer_dir, unit.staged, scratch, unit.shares, unit.share, core_options)))
     try:
         for position, (unit, ref) in enumerate(pending, 1):
             try:
@@ -312,10 +382,12 @@ def _run_units(
             except ray.exceptions.RayTaskError as error:
                 # The unit's own error (a strict reject, an unreadable input): as a local run raises it.
                 cause = getattr(error, "cause", None)
-                raise (_as_given(cause, absolute, files) if isinstance(cause, Exception) else error) from None
+                read_as = unit.read_as or [places[i].path for i in unit.files]
+                given = [files[i] for i in unit.files]
+                raise (_as_given(cause, read_as, given) if isinstance(cause, Exception) else error) from None
             except ray.exceptions.RayError as error:
                 raise FastSFTError(
-                    f"work unit {unit.directory.name} ({absolute[unit.files[0]]}{' ...' if len(unit.files) > 1 else ''}) failed on the Ray cluster "
+                    f"work unit {unit.name} ({files[unit.files[0]]}{' ...' if len(unit.files) > 1 else ''}) failed on the Ray cluster "
                     f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); nothing was written at the "
                     "output; run the same command again: the units that finished are kept and reused"
                 ) from None
@@ -332,74 +404,28 @@ def _run_units(
     return reused, len(nodes), unit_seconds
 
 
-def _finished(unit: Unit) -> dict[str, Any] | None:
-    """A unit finished by an earlier run: {} for a dataset, its counts when all were rejected."""
-    if (unit.directory / "manifest.json").is_file():
-        return {}
-    marker = unit.directory / "rejected-only.json"
-    if marker.is_file():
-        return json.loads(marker.read_text(encoding="utf-8"))
-    return None
+# What the driver reads of a finished unit on a store.
+UNIT_FILES = ("manifest.json", "input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy", "turns.npy", "rejects.jsonl")
+# What a failed upload of a dataset can leave at the output on a store: replaced by the next run.
+DATASET_FILES = frozenset(UNIT_FILES) | {"report.json"}
 
 
-def encode_unit(
-    paths: list[str], tokenizer: str, directory: str, shares: int, share: int, core_options: dict[str, Any]
-) -> dict[str, Any]:
-    """One unit, on a Ray worker: the Rust pipeline on its inputs (or on one share of one input).
-
-    Returns the node it ran on, and `rejected_only`: None when it wrote a dataset. When every record of the unit was rejected the pipeline
-    refuses to write one and keeps the rejects beside it (`DIR.rejects.jsonl`); those records
-    still count in the whole run, so the rejects are moved into the unit's directory and the
-    counts returned (and kept in `rejected-only.json` for a re-run)."""
-    import ray
-
-    node = ray.get_runtime_context().get_node_id()
-    kept = Path(directory + ".rejects.jsonl")
-    kept.unlink(missing_ok=True)
-    try:
-        unit_options = {**core_options, "run": {**core_options["run"], "num_shards": shares, "shard_index": share}}
-        summary = _core.prep(paths, tokenizer, directory, json.dumps(unit_options, ensure_ascii=False))
-        return {"node": node, "rejected_only": None, "seconds": summary["seconds"]}
-    except Exception:
-        if not kept.is_file():
-            raise
-    return {"node": node, "rejected_only": _keep_rejected_only(paths, Path(directory), kept), "seconds": 0.0}
-
-
-def _keep_rejected_only(paths: list[str], directory: Path, kept: Path) -> dict[str, Any]:
-    reasons: dict[str, int] = {}
-    for line in kept.read_text(encoding="utf-8").splitlines():
-        reason = json.loads(line)["reason"]
-        reasons[reason] = reasons.get(reason, 0) + 1
-    read = sum(reasons.values())
-    counts = {
-        "read": read,
-        "rejected": read,
-        "rejected_by_reason": dict(sorted(reasons.items())),
-        "inputs": [_file_info(path) for path in paths],
-    }
-    tmp = directory.with_name(directory.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    shutil.move(kept, tmp / "rejects.jsonl")
-    (tmp / "rejected-only.json").write_text(json.dumps(counts), encoding="utf-8")
-    shutil.rmtree(directory, ignore_errors=True)
-    os.rename(tmp, directory)
-    return counts
-
-
-def _file_info(path: str) -> dict[str, Any]:
-    """What the manifest lists of an input (rust/source.rs `InputInfo`): path, size, sha256."""
-    sha, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            sha.update(chunk)
-            size += len(chunk)
-    return {"path": path, "size": size, "sha256": sha.hexdigest()}
-
-
-def _check_output(target: Path, overwrite: bool) -> None:
-    """The rules of `fastsft prep -o` (rust/writer.rs), checked before any work starts."""
+def _check_output(out: Place, overwrite: bool) -> None:
+    """The rules of `fastsft prep -o` (rust/writer.rs), checked before any work starts; on a
+    store, a prefix holding only dataset files but no manifest is an upload that did not finish."""
+    if not out.local:
+        check_bucket(out)
+        names = list_names(out)
+        if "manifest.json" in names:
+            if not overwrite:
+                raise OutputExistsError(f"{out.uri} already holds a dataset; pass --overwrite to replace it")
+        elif not set(names) <= DATASET_FILES:
+            raise OutputExistsError(
+                f"{out.uri} holds objects that are not a fastsft dataset; fastsft never replaces them: "
+                "choose another output path, or remove them yourself"
+            )
+        return
+    target = Path(out.path)
     if not target.exists() or (target.is_dir() and not any(target.iterdir())):
         return
     if not (target / "manifest.json").is_file():
