@@ -24,7 +24,7 @@ import pytest
 
 import fastsft
 from fastsft.errors import FastSFTError, TooManyRejectsError, UsageError
-from ray_cluster import TwoNodeCluster, wait_for
+from ray_cluster import TwoNodeCluster, running_cluster, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 QWEN = str(REPO / "assets/tokenizers/qwen2.5")
@@ -35,12 +35,8 @@ BAD_LINES = ['{"messages": [', "[1, 2]", json.dumps({"question": "q", "answer": 
 
 @pytest.fixture(scope="module")
 def cluster():
-    nodes = TwoNodeCluster(cpus_per_node=1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RAY_ADDRESS", nodes.address)
-        patch.setenv("RAY_AUTH_MODE", "disabled")
+    with running_cluster() as nodes:
         yield nodes
-    nodes.stop()
 
 
 def assert_same_dataset(ray_out: Path, local_out: Path) -> None:

@@ -124,37 +124,37 @@ def prep_on_ray(
     # store, and the driver's assembly of a dataset that goes to a store.
     scratch = os.path.join(tempfile.gettempdir(), f"fastsft-ray-{plan}")
 
-    ray = _import_ray()
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
     try:
-        slots = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_unit)
-        units = plan_units(sizes, work, unit_bytes, slots, scratch=scratch)
-        for unit in units:
-            unit.read_as = (
-                None
-                if all(places[i].local for i in unit.files)
-                else unit_read_as([places[i] for i in unit.files], scratch, unit.name)
-            )
-        reused, nodes, unit_seconds = _run_units(
-            ray, units, places, files, tokenizer_dir, core_options, cpus_per_unit, max_retries, opts.progress, scratch
-        )
-    finally:
+        ray = _import_ray()
+        started_ray = not ray.is_initialized()
         if started_ray:
-            ray.shutdown()
-    encoded = time.monotonic()
+            ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
+        try:
+            slots = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_unit)
+            units = plan_units(sizes, work, unit_bytes, slots, scratch=scratch)
+            for unit in units:
+                unit.read_as = (
+                    None
+                    if all(places[i].local for i in unit.files)
+                    else unit_read_as([places[i] for i in unit.files], scratch, unit.name)
+                )
+            reused, nodes, unit_seconds = _run_units(
+                ray, units, places, files, tokenizer_dir, core_options, cpus_per_unit, max_retries, opts.progress, scratch
+            )
+        finally:
+            if started_ray:
+                ray.shutdown()
+        encoded = time.monotonic()
 
-    report = {
-        "seconds": encoded - started,
-        "engine": "ray",
-        "units": len(units),
-        "units_reused": reused,
-        "nodes": nodes,
-        "encode_seconds": encoded - started,
-        "unit_pipeline_seconds": unit_seconds,
-    }
-    try:
+        report = {
+            "seconds": encoded - started,
+            "engine": "ray",
+            "units": len(units),
+            "units_reused": reused,
+            "nodes": nodes,
+            "encode_seconds": encoded - started,
+            "unit_pipeline_seconds": unit_seconds,
+        }
         if not work.local:
             _fetch_units(units, work)
         target = out.path if out.local else os.path.join(scratch, "dataset")
@@ -178,10 +178,11 @@ def prep_on_ray(
         if not out.local:
             _publish(target, out)
     finally:
+        # This node's scratch (a killed worker leaves its unit's in its own node's).
         shutil.rmtree(scratch, ignore_errors=True)
     # This run's work directory, and those of earlier runs for this output with other inputs or
     # options (they can no longer be resumed into it).
-    for name in list_names(out_parent) if not out_parent.local else os.listdir(out_parent.path):
+    for name in list_names(out_parent):
         if name.startswith(f".{out_name}.fastsft-ray-"):
             remove(out_parent.join(name))
     summary = dict(counts)
