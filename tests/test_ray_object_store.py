@@ -31,6 +31,7 @@ import fastsft  # noqa: E402
 from fastsft.data.integrity import check_dataset  # noqa: E402
 from fastsft.data.manifest import read_manifest  # noqa: E402
 from fastsft.errors import EXIT_INPUT, EXIT_OUTPUT, FastSFTError, FileAccessError, InputError  # noqa: E402
+from fastsft.ray_storage import expand  # noqa: E402
 from ray_cluster import free_port, running_cluster, wait_for  # noqa: E402
 from test_ray_engine import BAD_LINES, CORPORA, QWEN, medical_copies  # noqa: E402
 
@@ -103,6 +104,7 @@ def test_dataset_on_the_store_equals_local_prep(cluster, store, tmp_path):
     mixed.write_text("\n".join([good] * 5 + BAD_LINES + [good] * 5) + "\n", encoding="utf-8")
     local_inputs = [str(mixed), str(CORPORA / "medicalgpt_sharegpt_zh_1k.jsonl.gz")]
     uris = [put(store, path, f"in/{Path(path).name}") for path in local_inputs]
+    assert expand("s3://bucket/in/*.jsonl*", store) == sorted(uris) and expand("s3://bucket/**/mixed.*", store) == [uris[0]]
     options = {"max_len": 1024, "threads": 1}
     local = fastsft.prep(local_inputs, QWEN, tmp_path / "local", **options)
     # 600 kB units: the small file one unit, the 1.4 MB corpus 3 shares.
@@ -175,46 +177,27 @@ def test_failed_job_leaves_no_dataset_on_the_store_and_rerun_resumes(cluster, st
 
 
 def test_store_errors_are_one_line_with_their_exit_code(store, tmp_path):
-    """Checked before Ray starts: no cluster needed."""
+    """Checked before Ray starts: no cluster needed. Each case: (filesystem, inputs, output,
+    error class, exit code, message)."""
     corpus = put(store, str(CORPORA / "llamafactory_identity.jsonl.gz"), "err/identity.jsonl.gz")
-    cases = []
     closed = s3(f"127.0.0.1:{free_port()}")  # nothing listens there
-    cases.append(
+    server, guarded = start_moto(INITIAL_NO_AUTH_ACTION_COUNT="0")  # checks credentials, knows none
+    ok = "s3://bucket/o"
+    cases = [
+        (closed, [corpus], ok, InputError, EXIT_INPUT, r"identity\.jsonl\.gz: the object store cannot be reached"),
+        (store, ["s3://nobucket/a.jsonl"], ok, InputError, EXIT_INPUT, r"s3://nobucket/a\.jsonl: no such bucket 'nobucket'"),
+        (store, ["s3://bucket/err/*.parquet"], ok, InputError, EXIT_INPUT, r"err/\*\.parquet: no object matches this pattern"),
+        (store, [corpus], "s3://nobucket/o", FileAccessError, EXIT_OUTPUT, r"s3://nobucket/o: no such bucket 'nobucket'"),
         (
-            closed,
-            [corpus],
-            "s3://bucket/o",
+            s3(guarded),
+            ["s3://bucket/a.jsonl"],
+            ok,
             InputError,
             EXIT_INPUT,
-            r"s3://bucket/err/identity\.jsonl\.gz: the object store cannot be reached",
-        )
-    )
-    cases.append(
-        (
-            store,
-            ["s3://nobucket/a.jsonl"],
-            "s3://bucket/o",
-            InputError,
-            EXIT_INPUT,
-            r"s3://nobucket/a\.jsonl: no such bucket 'nobucket'",
-        )
-    )
-    cases.append(
-        (store, [corpus], "s3://nobucket/o", FileAccessError, EXIT_OUTPUT, r"s3://nobucket/o: no such bucket 'nobucket'")
-    )
-    # A server that checks credentials, and does not know these.
-    server, guarded = start_moto(INITIAL_NO_AUTH_ACTION_COUNT="0")
+            r"a\.jsonl: access denied \(.*ACCESS_DENIED.*\); give",
+        ),
+    ]
     try:
-        cases.append(
-            (
-                s3(guarded),
-                ["s3://bucket/a.jsonl"],
-                "s3://bucket/o",
-                InputError,
-                EXIT_INPUT,
-                r"s3://bucket/a\.jsonl: access denied \(.*ACCESS_DENIED.*\); give this machine and every node credentials",
-            )
-        )
         for fs, inputs, output, kind, code, message in cases:
             started = time.monotonic()
             with pytest.raises(kind, match=message) as error:

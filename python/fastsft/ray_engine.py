@@ -64,6 +64,7 @@ from fastsft.ray_storage import (
     upload_file,
     write_text,
 )
+from fastsft.ray_storage import expand as expand_remote
 from fastsft.ray_unit import encode_unit, finished, unit_read_as
 from fastsft.tokenizer_path import locate_tokenizer
 
@@ -107,7 +108,7 @@ def prep_on_ray(
     if unit_bytes < 1:
         raise UsageError(f"unit_bytes={unit_bytes}: must be 1 or more")
     cpus_per_unit = opts.threads or 1
-    files = _expand(inputs)
+    files = _expand(inputs, filesystem)
     if not files:
         raise UsageError("no input files given")
     places = [locate(path, filesystem) for path in files]
@@ -199,13 +200,13 @@ def prep_on_ray(
     return summary
 
 
-def _expand(inputs: Any) -> list[str]:
+def _expand(inputs: Any, filesystem: Any) -> list[str]:
     """Local paths and globs as `fastsft prep` expands them; object-store URIs as given."""
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     files: list[str] = []
     for item in items:
         item = os.fspath(item)
-        files.extend([item] if is_remote(item) else expand_inputs(item))
+        files.extend(expand_remote(item, filesystem) if is_remote(item) else expand_inputs(item))
     return list(dict.fromkeys(files))
 
 

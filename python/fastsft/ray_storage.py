@@ -89,6 +89,41 @@ def locate(path: str | os.PathLike, filesystem: Any = None) -> Place:
     return Place(fs, inner, given)
 
 
+def expand(uri: str, filesystem: Any = None) -> list[str]:
+    """The objects a URI names: itself, or, when its path holds `*` or `[...]` (`?` starts a URI's
+    query), the files it matches under the prefix before the first such part (`**` crosses `/`),
+    sorted. A pattern that matches nothing is an error naming it, as for local globs."""
+    path, mark, query = uri.partition("?")
+    query = mark + query  # kept on every match: it may carry the endpoint
+    scheme, _, inner = path.partition("://")
+    if not re.search(r"[*\[]", inner):
+        return [uri]
+    parts = inner.split("/")
+    fixed = next(k for k, part in enumerate(parts) if re.search(r"[*\[]", part))
+    prefix = locate(f"{scheme}://{'/'.join(parts[:fixed])}{query}", filesystem)
+    pafs = _pyarrow_fs()
+    try:
+        infos = prefix.fs.get_file_info(pafs.FileSelector(prefix.path, recursive=True, allow_not_found=True))
+    except OSError as error:
+        raise storage_error(error, prefix, output=False) from None
+    pattern = re.compile(
+        "".join(
+            ".*" if t == "**" else "[^/]*" if t == "*" else t if t.startswith("[") else re.escape(t)
+            for t in re.split(r"(\*\*|\*|\[[^\]]*\])", inner)
+        )
+        + "$"
+    )
+    root = prefix.path.rstrip("/")
+    found = sorted(
+        f"{scheme}://{'/'.join(parts[:fixed])}{info.path[len(root) :]}{query}"
+        for info in infos
+        if info.type == pafs.FileType.File and pattern.match("/".join(parts[:fixed]) + info.path[len(root) :])
+    )
+    if not found:
+        raise InputNotFoundError(f"{uri}: no object matches this pattern")
+    return found
+
+
 def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
