@@ -99,6 +99,18 @@ def test_ray_dataset_equals_local_prep(cluster, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no work or temporary directory left
 
 
+def test_one_unit_is_the_dataset(cluster, tmp_path):
+    """A run of one unit (small inputs) links the unit's arrays into the dataset instead of
+    copying them, with the unit's checksums: the same bytes as a local prep all the same."""
+    inputs = [str(CORPORA / "llamafactory_identity.jsonl.gz"), str(CORPORA / "llamafactory_glaive_toolcall_en_demo.jsonl.gz")]
+    summary = fastsft.prep(inputs, QWEN, tmp_path / "ray", engine="ray", max_len=1024)
+    fastsft.prep(inputs, QWEN, tmp_path / "local", max_len=1024)
+    assert summary["units"] == 1
+    assert_same_dataset(tmp_path / "ray", tmp_path / "local")
+    report = json.loads((tmp_path / "ray" / "report.json").read_text(encoding="utf-8"))
+    assert report["engine"] == "ray" and report["units"] == 1 and report["assemble_seconds"] < report["seconds"]
+
+
 def kill_a_running_unit(cluster: TwoNodeCluster, parent: Path, after_finished: int, killed: list) -> None:
     """Waits for `after_finished` finished units and one being written, then SIGKILLs the Ray
     worker writing it (its pid is in the pipeline's temporary directory name)."""

@@ -74,6 +74,7 @@ from fastsft.tokenizer_path import locate_tokenizer
 # files) measured ~0.3 s, which smaller units would pay too often.
 DEFAULT_UNIT_BYTES = 1 << 30
 MIN_UNIT_BYTES = 128 << 20
+_REMOTE_ENCODE_UNIT: Any = None
 
 
 def prep_on_ray(
@@ -362,7 +363,11 @@ def _run_units(
 ) -> tuple[int, int, float]:
     """Runs every unfinished unit as a Ray task; returns how many finished units were reused, on
     how many nodes the others ran, and the seconds their pipelines took (summed)."""
-    task = ray.remote(encode_unit).options(num_cpus=cpus_per_unit, max_retries=max_retries, retry_exceptions=False)
+    global _REMOTE_ENCODE_UNIT
+    if _REMOTE_ENCODE_UNIT is None:
+        # Made once per process: a new remote function is pickled and exported again.
+        _REMOTE_ENCODE_UNIT = ray.remote(encode_unit)
+    task = _REMOTE_ENCODE_UNIT.options(num_cpus=cpus_per_unit, max_retries=max_retries, retry_exceptions=False)
     pending, reused, nodes, unit_seconds = [], 0, set(), 0.0
     for unit in units:
         done = finished(unit.staged)
