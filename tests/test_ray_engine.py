@@ -256,3 +256,6 @@ def test_plan_units_groups_small_files_splits_large_ones_and_keeps_its_layout(tm
     monkeypatch.setattr("fastsft.ray_engine.MIN_UNIT_BYTES", 100)
     by_slots = plan_units(sizes, tmp_path / "slots", unit_bytes=10_000, slots=2)
     assert [(u.files, u.shares) for u in by_slots] == [([0, 1, 2], 1), ([3], 2), ([3], 2), ([4, 5], 1)]
+    # Files of nearly equal sizes: one unit per slot, not a third for the file that overflows.
+    balanced = plan_units([100] * 11 + [120], tmp_path / "balanced", unit_bytes=10_000, slots=2)
+    assert [u.files for u in balanced] == [list(range(6)), list(range(6, 12))]
