@@ -155,7 +155,8 @@ def prep_on_ray(
             "units_reused": reused,
             "nodes": nodes,
             "encode_seconds": encoded - started,
-            "unit_pipeline_seconds": unit_seconds,
+            "unit_pipeline_seconds": sum(unit_seconds),
+            "slowest_unit_seconds": max(unit_seconds, default=0.0),
         }
         if not work.local:
             _fetch_units(units, work)
@@ -364,15 +365,15 @@ def _run_units(
     max_retries: int,
     progress: bool,
     scratch: str,
-) -> tuple[int, int, float]:
+) -> tuple[int, int, list[float]]:
     """Runs every unfinished unit as a Ray task; returns how many finished units were reused, on
-    how many nodes the others ran, and the seconds their pipelines took (summed)."""
+    how many nodes the others ran, and the seconds each one's pipeline took."""
     global _REMOTE_ENCODE_UNIT
     if _REMOTE_ENCODE_UNIT is None:
         # Made once per process: a new remote function is pickled and exported again.
         _REMOTE_ENCODE_UNIT = ray.remote(encode_unit)
     task = _REMOTE_ENCODE_UNIT.options(num_cpus=cpus_per_unit, max_retries=max_retries, retry_exceptions=False)
-    pending, reused, nodes, unit_seconds = [], 0, set(), 0.0
+    pending, reused, nodes, unit_seconds = [], 0, set(), []
     for unit in units:
         done = finished(unit.staged)
         if done is not None:
@@ -387,7 +388,7 @@ def _run_units(
                 result = ray.get(ref)
                 unit.rejected_only = result["rejected_only"]
                 nodes.add(result["node"])
-                unit_seconds += result["seconds"]
+                unit_seconds.append(result["seconds"])
                 if progress:
                     print(f"fastsft prep: {reused + position} of {len(units)} work units done", file=sys.stderr, flush=True)
             except ray.exceptions.RayTaskError as error:
