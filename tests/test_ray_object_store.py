@@ -132,6 +132,37 @@ def test_dataset_on_the_store_equals_local_prep(cluster, store, tmp_path):
     assert len(fastsft.SFTDataset(ds)) == local["samples"]
 
 
+def test_objects_into_a_local_dataset_and_local_files_onto_the_store(cluster, store, tmp_path):
+    """Either side alone on the store: objects read into a local dataset (the work directory is
+    local, the units read copies), and local files written to the store."""
+    local_inputs = [
+        str(CORPORA / "llamafactory_identity.jsonl.gz"),
+        str(CORPORA / "llamafactory_glaive_toolcall_en_demo.jsonl.gz"),
+    ]
+    uris = [put(store, path, f"mixed/{Path(path).name}") for path in local_inputs]
+    # A unit each (the reject names are renamed per unit), by the sizes the store reports.
+    unit = max(store.get_file_info(uri.removeprefix("s3://")).size for uri in uris) + 1
+    local = fastsft.prep(local_inputs, QWEN, tmp_path / "local", max_len=1024)
+    from_store = fastsft.prep(uris, QWEN, tmp_path / "from-store", engine="ray", filesystem=store, max_len=1024, unit_bytes=unit)
+    onto_store = fastsft.prep(local_inputs, QWEN, "s3://bucket/mixed-out/ds", engine="ray", filesystem=store, max_len=1024)
+    assert from_store["units"] == 2 and onto_store["units"] == 1
+    ds = fetch(store, "bucket/mixed-out/ds", tmp_path / "fetched")
+    for name in [*ARRAYS, "rejects.jsonl"]:
+        assert (ds / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+    for name in ARRAYS:
+        assert (tmp_path / "from-store" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+    rejects = (tmp_path / "from-store" / "rejects.jsonl").read_text(encoding="utf-8")
+    assert json.dumps(uris[1]) in rejects
+    for uri, path in zip(uris, local_inputs):
+        rejects = rejects.replace(json.dumps(uri), json.dumps(path))
+    assert rejects == (tmp_path / "local" / "rejects.jsonl").read_text(encoding="utf-8")
+    manifest = json.loads((tmp_path / "from-store" / "manifest.json").read_text(encoding="utf-8"))
+    assert [i["path"] for i in manifest["inputs"]] == uris
+    assert manifest["fingerprint"] == json.loads((ds / "manifest.json").read_text(encoding="utf-8"))["fingerprint"]
+    assert from_store["read"] == onto_store["read"] == local["read"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
 def test_failed_job_leaves_no_dataset_on_the_store_and_rerun_resumes(cluster, store, tmp_path):
     inputs = [put(store, path, f"resume/{Path(path).name}") for path in medical_copies(tmp_path, 4, repeat=3)]
     size = max(i.size for i in store.get_file_info(pafs.FileSelector("bucket/resume"))) + 1
