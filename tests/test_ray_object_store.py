@@ -30,7 +30,7 @@ pytest.importorskip("moto")
 import fastsft  # noqa: E402
 from fastsft.data.integrity import check_dataset  # noqa: E402
 from fastsft.data.manifest import read_manifest  # noqa: E402
-from fastsft.errors import EXIT_INPUT, EXIT_OUTPUT, FastSFTError, FileAccessError, InputError  # noqa: E402
+from fastsft.errors import EXIT_INPUT, EXIT_OUTPUT, EXIT_USAGE, FastSFTError, FileAccessError, InputError, UsageError  # noqa: E402
 from fastsft.ray_storage import expand  # noqa: E402
 from ray_cluster import free_port, running_cluster, wait_for  # noqa: E402
 from test_ray_engine import BAD_LINES, CORPORA, QWEN, medical_copies  # noqa: E402
@@ -219,6 +219,7 @@ def test_store_errors_are_one_line_with_their_exit_code(store, tmp_path):
         (store, ["s3://nobucket/a.jsonl"], ok, InputError, EXIT_INPUT, r"s3://nobucket/a\.jsonl: no such bucket 'nobucket'"),
         (store, ["s3://bucket/err/*.parquet"], ok, InputError, EXIT_INPUT, r"err/\*\.parquet: no object matches this pattern"),
         (store, [corpus], "s3://nobucket/o", FileAccessError, EXIT_OUTPUT, r"s3://nobucket/o: no such bucket 'nobucket'"),
+        (store, [corpus], "s3://bucket", UsageError, EXIT_USAGE, r"-o s3://bucket: name a prefix inside the bucket"),
         (
             s3(guarded),
             ["s3://bucket/a.jsonl"],

@@ -426,6 +426,10 @@ def _check_output(out: Place, overwrite: bool) -> None:
     """The rules of `fastsft prep -o` (rust/writer.rs), checked before any work starts; on a
     store, a prefix holding only dataset files but no manifest is an upload that did not finish."""
     if not out.local:
+        if "/" not in out.path.strip("/"):
+            raise UsageError(
+                f"-o {out.uri}: name a prefix inside the bucket (e.g. {out.uri.rstrip('/')}/sft), not the bucket itself"
+            )
         check_bucket(out)
         names = list_names(out)
         if "manifest.json" in names:
