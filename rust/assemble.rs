@@ -494,3 +494,73 @@ fn write_report(path: &Path, assembly: &Assembly, counts: &Counts, assemble_seco
     report.insert("tokens_per_second".into(), (counts.tokens as f64 / seconds.max(1e-9)).into());
     write_file(path, format!("{:#}\n", serde_json::Value::Object(report)).as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::run;
+
+    const QWEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/tokenizers/qwen2.5");
+
+    fn prep(inputs: &[PathBuf], output: &Path, shard: Shard) -> crate::pipeline::Summary {
+        let mut config = PrepConfig::new(inputs.to_vec(), PathBuf::from(QWEN), output.to_path_buf());
+        config.shard = shard;
+        config.threads = 1;
+        run(&config, &|| false).unwrap()
+    }
+
+    fn spec(directory: &Path, files: Vec<usize>, share: u64, shares: u64) -> UnitSpec {
+        UnitSpec { directory: directory.to_path_buf(), files, share, shares, rejected_only: None, read_as: None }
+    }
+
+    /// A file of 40 records of varied lengths and one malformed line (a reject).
+    fn corpus(path: &Path, tag: &str) {
+        let mut text = String::new();
+        for i in 0..40 {
+            text.push_str(&format!(
+                "{{\"messages\": [{{\"role\": \"user\", \"content\": \"{tag} question {i}\"}}, {{\"role\": \"assistant\", \"content\": \"answer {}\"}}]}}\n",
+                "x".repeat(i % 7)
+            ));
+            if i == 17 {
+                text.push_str("{\"messages\": [\n");
+            }
+        }
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn units_assemble_into_the_bytes_of_one_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let inputs = vec![dir.path().join("a.jsonl"), dir.path().join("b.jsonl"), dir.path().join("c.jsonl")];
+        for (path, tag) in inputs.iter().zip(["a", "b", "c"]) {
+            corpus(path, tag);
+        }
+        prep(&inputs, &dir.path().join("whole"), Shard::WHOLE);
+        // Files 0-1 as one unit, file 2 as three round-robin shares.
+        prep(&inputs[..2], &dir.path().join("u01"), Shard::WHOLE);
+        let mut units = vec![spec(&dir.path().join("u01"), vec![0, 1], 0, 1)];
+        for k in 0..3 {
+            let unit = dir.path().join(format!("u2-{k}"));
+            prep(&inputs[2..], &unit, Shard { index: k, count: 3 });
+            units.push(spec(&unit, vec![2], k, 3));
+        }
+        let names: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
+        let assembly = Assembly {
+            output: dir.path().join("assembled"),
+            overwrite: false,
+            max_reject_fraction: None,
+            sizes: inputs.iter().map(|p| std::fs::metadata(p).unwrap().len()).collect(),
+            files: names.clone(),
+            read_as: names,
+            template: None,
+            units,
+            report: serde_json::Map::new(),
+        };
+        let counts = assemble(&assembly).unwrap();
+        assert_eq!((counts.read, counts.rejected), (123, 3));
+        for name in [ARRAY_FILES.as_slice(), &["rejects.jsonl", "manifest.json"]].concat() {
+            let whole = std::fs::read(dir.path().join("whole").join(name)).unwrap();
+            assert_eq!(std::fs::read(dir.path().join("assembled").join(name)).unwrap(), whole, "{name} differs");
+        }
+    }
+}
