@@ -28,6 +28,7 @@ pub mod tokenizer_cache;
 mod columnar;
 mod exact_json;
 mod manifest;
+mod npy_reader;
 mod progress;
 mod reject_policy;
 mod writer;
