@@ -66,19 +66,31 @@ def s3(endpoint: str, **options) -> pafs.S3FileSystem:
 
 
 @pytest.fixture(scope="module")
-def store():
-    server, endpoint = start_moto()
-    fs = s3(endpoint, allow_bucket_creation=True)
-    fs.create_dir("bucket")
-    yield fs
+def endpoint():
+    server, address = start_moto()
+    yield address
     server.terminate()
     server.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with running_cluster() as nodes:
-        yield nodes
+def store(endpoint):
+    fs = s3(endpoint, allow_bucket_creation=True)
+    fs.create_dir("bucket")
+    return fs
+
+
+@pytest.fixture(scope="module")
+def cluster(endpoint):
+    """The nodes, and so their workers, get credentials for the store from their environment, as
+    a user's nodes do (a filesystem made from a URI carries no credentials to them)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_ENDPOINT_URL", f"http://{endpoint}")
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        with running_cluster() as nodes:
+            yield nodes
 
 
 def put(fs, local: str, key: str) -> str:
@@ -161,6 +173,26 @@ def test_objects_into_a_local_dataset_and_local_files_onto_the_store(cluster, st
     assert manifest["fingerprint"] == json.loads((ds / "manifest.json").read_text(encoding="utf-8"))["fingerprint"]
     assert from_store["read"] == onto_store["read"] == local["read"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_cli_with_uris_and_the_store_from_the_environment(cluster, store, tmp_path):
+    """`fastsft prep 's3://...*.gz' -o s3://... --engine ray`: the filesystem made from the URIs and
+    the environment (AWS_ENDPOINT_URL, credentials), then `fastsft check` on a local copy."""
+    put(store, str(CORPORA / "llamafactory_identity.jsonl.gz"), "cli/identity.jsonl.gz")
+    env = {**os.environ, "RAY_ADDRESS": cluster.address, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-m", "fastsft.cli"]
+    prep = subprocess.run(
+        [*command, "prep", "s3://bucket/cli/*.jsonl.gz", "--tokenizer", QWEN, "-o", "s3://bucket/cli-out/ds", "--engine", "ray"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert prep.returncode == 0, prep.stderr
+    assert "fastsft prep: wrote s3://bucket/cli-out/ds" in prep.stdout and re.search(r"records read\s+91\n", prep.stdout)
+    ds = fetch(store, "bucket/cli-out/ds", tmp_path / "fetched")
+    check = subprocess.run([*command, "check", str(ds)], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert (
+        json.loads((ds / "manifest.json").read_text(encoding="utf-8"))["inputs"][0]["path"] == "s3://bucket/cli/identity.jsonl.gz"
+    )
 
 
 def test_failed_job_leaves_no_dataset_on_the_store_and_rerun_resumes(cluster, store, tmp_path):
