@@ -229,6 +229,20 @@ def test_failed_job_leaves_no_dataset_on_the_store_and_rerun_resumes(cluster, st
     assert names(store, "bucket/out2/ds") == [], "the failed job left something at the output"
     staging = [n for n in names(store, "bucket/out2") if n.startswith(".ds.fastsft-ray-")]
     assert len(staging) == 1
+    # A staged unit damaged on the store: the run that would reuse it refuses it and removes it.
+    finished = [
+        i.path
+        for i in store.get_file_info(pafs.FileSelector(f"bucket/out2/{staging[0]}", recursive=True))
+        if i.base_name == "manifest.json"
+    ]
+    ids = finished[0].replace("manifest.json", "input_ids.npy")
+    data = bytearray(store.open_input_stream(ids).read())
+    data[200] ^= 1
+    with store.open_output_stream(ids) as f:
+        f.write(bytes(data))
+    with pytest.raises(FileAccessError, match=r"input_ids\.npy do not match the unit's manifest .*run the same command again"):
+        fastsft.prep(inputs, QWEN, "s3://bucket/out2/ds", engine="ray", filesystem=store, max_len=1024, unit_bytes=size)
+    assert names(store, "bucket/out2/ds") == [] and store.get_file_info(ids.rsplit("/", 1)[0]).type != pafs.FileType.Directory
     summary = fastsft.prep(inputs, QWEN, "s3://bucket/out2/ds", engine="ray", filesystem=store, max_len=1024, unit_bytes=size)
     assert summary["units"] == 4 and summary["units_reused"] >= 1
     assert names(store, "bucket/out2") == ["ds"]

@@ -41,6 +41,7 @@ from fastsft import _core
 from fastsft.config import PrepOptions
 from fastsft.errors import (
     FastSFTError,
+    FileAccessError,
     MissingExtraError,
     OutputExistsError,
     TooManyRejectsError,
@@ -213,10 +214,25 @@ def _expand(inputs: Any, filesystem: Any) -> list[str]:
 
 
 def _fetch_units(units: list[Unit], work: Place) -> None:
-    """The driver's copy of the finished units on a store, for the assembly (local files)."""
+    """The driver's copy of the finished units on a store, for the assembly (local files), each
+    array checked against its unit's manifest on the way: a unit that does not match (an upload
+    damaged on the way) is removed from the store, so that the next run prepares it again."""
     for unit in units:
         names = ["rejects.jsonl"] if unit.rejected_only is not None else [*UNIT_FILES]
-        download_dir(work.join(unit.name), os.fspath(unit.directory), names)
+        sums = download_dir(work.join(unit.name), os.fspath(unit.directory), names)
+        if unit.rejected_only is not None:
+            continue
+        try:
+            recorded = json.loads((unit.directory / "manifest.json").read_text(encoding="utf-8"))["array_sha256"]
+        except (ValueError, KeyError, TypeError):
+            recorded = {}
+        damaged = sorted(name for name, sha in sums.items() if recorded.get(name) != sha)
+        if damaged:
+            remove(work.join(unit.name))
+            raise FileAccessError(
+                f"{work.join(unit.name).uri}: {', '.join(damaged)} do not match the unit's manifest (damaged on the store); "
+                "the unit was removed: run the same command again to prepare it anew"
+            )
 
 
 def _publish(local: str, out: Place) -> None:

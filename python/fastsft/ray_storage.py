@@ -16,6 +16,7 @@ last: a unit's `manifest.json` (or `rejected-only.json`), the dataset's `manifes
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -26,6 +27,8 @@ from fastsft.errors import FastSFTError, FileAccessError, InputError, InputNotFo
 
 # Large enough that a stream of a multi-GB file makes few calls; what one copy buffers.
 COPY_BYTES = 8 << 20
+# rust/writer.rs pads every .npy header to this size.
+NPY_HEADER = 128
 
 
 def is_remote(path: str) -> bool:
@@ -241,16 +244,28 @@ def upload_dir(local_dir: str, place: Place, last: str) -> None:
         upload_file(os.path.join(local_dir, name), place.join(name))
 
 
-def download_dir(place: Place, local_dir: str, names: list[str]) -> None:
+def download_dir(place: Place, local_dir: str, names: list[str]) -> dict[str, str]:
+    """Copies the named files of `place` into `local_dir`; returns the sha256 of each `.npy`
+    file's data (after its 128-byte header, as the manifest's `array_sha256` covers it), computed
+    on the way."""
     os.makedirs(local_dir, exist_ok=True)
+    sums = {}
     for name in names:
         source = place.join(name)
+        sha, skip = hashlib.sha256(), NPY_HEADER if name.endswith(".npy") else None
         try:
             with place.fs.open_input_stream(source.path) as src, open(os.path.join(local_dir, name), "wb") as dst:
+                seen = 0
                 while chunk := src.read(COPY_BYTES):
                     dst.write(chunk)
+                    if skip is not None:
+                        sha.update(memoryview(chunk)[max(0, skip - seen) :])
+                    seen += len(chunk)
         except OSError as error:
             raise storage_error(error, source, output=True) from None
+        if skip is not None:
+            sums[name] = sha.hexdigest()
+    return sums
 
 
 def list_names(place: Place) -> list[str]:
