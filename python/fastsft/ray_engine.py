@@ -2,24 +2,28 @@
 
 The work is split into units (`plan_units`): runs of consecutive input files, about one unit per
 CPU of the cluster, and for a file larger than a unit one unit per round-robin share of its
-records (`--num-shards K --shard-index k` of that file alone). Each unit is a Ray task that runs
-the Rust pipeline itself (`_core.prep`) into its own atomic directory under a work directory
-beside the output (`.OUT.fastsft-ray-PLAN/`). The driver then assembles the units into one
-dataset (`ray_assemble.py`) in a temporary directory and renames it into place.
+records (`--num-shards K --shard-index k` of that file alone). Each unit is a Ray task
+(`ray_unit.py`) that runs the Rust pipeline itself (`_core.prep`) into its own atomic directory
+under a work directory beside the output (`.OUT.fastsft-ray-PLAN/`). The driver then hands the
+units to the Rust core (`ray_assemble.py`, rust/assemble.rs), which writes the one dataset and its
+manifest under a temporary name and renames it into place. Inputs and output may also be on an
+object store (`ray_storage.py`): units are then staged there and the dataset uploaded.
 
 Why the whole pipeline per unit rather than Ray Data batches through `encode_batch`: the units'
 rejects, masks and bytes are the single-machine ones by construction (the same code writes them);
 tokens never leave Rust on the way to disk (no Arrow or Python objects between processes, only
 the finished `.npy` files on shared storage); and a finished unit is a committed directory, so a
 killed worker costs its one unit (Ray retries it) and a re-run of a failed job reuses every unit
-that finished. The price: the driver copies the arrays once more while assembling (a kernel
-`copy_file_range` for whole-file units, a gather for the shares of a split file) and hashes them,
-serially; and each share of a split file reads the whole file, skipping the other shares' records.
+that finished. The price: with more than one unit the assembly copies the arrays once more and
+hashes them, serially (a run of one unit links its arrays instead); and each share of a split
+file reads the whole file, skipping the other shares' records.
 
 Atomicity (DESIGN §5): units are written under temporary names by the pipeline; the dataset is
 written under `.OUT.fastsft-tmp-PID` and renamed to `OUT` only when complete; the work directory
 is removed after that rename. A failed or killed job leaves at most the work directory (whose
-name says what it is) and temporaries, never something at `OUT`.
+name says what it is) and temporaries, never something at `OUT`. On an object store, which has
+no rename, `manifest.json` is written last, for each unit and for the dataset: a job that fails
+leaves no manifest at `OUT`.
 """
 
 from __future__ import annotations
