@@ -9,6 +9,10 @@ either). Each configuration runs `--repeats` times in alternation; best and medi
 printed (the machine may be shared: the median says more there).
 
     PYTHONPATH=python python benches/bench_ray.py --copies 6 --files 6 --repeats 7
+    PYTHONPATH=python python benches/bench_ray.py --copies 60 --files 12 --repeats 3 --cpus 2 --small-units 0 --no-batch
+
+The second is the larger corpus (60 copies: ~216,000 records, ~410 MB, ~92M tokens), with a Ray
+of 2 CPUs against `prep --threads 2`: Ray plans one unit per CPU there (units of ~200 MB).
 """
 
 from __future__ import annotations
@@ -50,18 +54,26 @@ def distinct(record: str, copy: int) -> str:
 
 
 def make_corpus(directory: Path, copies: int, files: int) -> list[str]:
+    """`copies` distinct copies of the chat corpora in `files` plain JSONL files of about equal
+    record counts, written as they are made (memory holds one copy's records, whatever `copies`)."""
     records = []
     for name in CHAT:
         lines = gzip.decompress((REPO / "assets/corpora" / f"{name}.jsonl.gz").read_bytes()).decode().splitlines()
         records.extend(line for line in lines if line.strip())
-    out = [distinct(r, copy) for copy in range(copies) for r in records]
-    paths = []
-    per_file = -(-len(out) // files)
-    for i in range(files):
-        path = directory / f"part-{i}.jsonl"
-        path.write_text("".join(r + "\n" for r in out[i * per_file : (i + 1) * per_file]), encoding="utf-8")
-        paths.append(str(path))
-    return paths
+    total = copies * len(records)
+    per_file = -(-total // files)
+    paths = [directory / f"part-{i}.jsonl" for i in range(files)]
+    outs = [open(path, "w", encoding="utf-8") for path in paths]
+    try:
+        written = 0
+        for copy in range(copies):
+            for record in records:
+                outs[written // per_file].write(distinct(record, copy) + "\n")
+                written += 1
+    finally:
+        for out in outs:
+            out.close()
+    return [str(path) for path in paths]
 
 
 def timed(fn) -> float:
@@ -100,7 +112,9 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=256, help="records per encode_batch call")
-    parser.add_argument("--small-units", type=int, default=16 << 20, help="unit_bytes of a third run with many units")
+    parser.add_argument("--small-units", type=int, default=16 << 20, help="unit_bytes of a third run with many units (0: none)")
+    parser.add_argument("--cpus", type=int, default=1, help="CPUs of the local Ray, and prep's threads")
+    parser.add_argument("--no-batch", action="store_true", help="skip the encode_batch timings")
     args = parser.parse_args()
     import ray
 
@@ -109,16 +123,18 @@ def main() -> None:
         files = make_corpus(work, args.copies, args.files)
         size = sum(os.path.getsize(f) for f in files)
         options = {"max_len": 4096, "threads": 1, "overwrite": True}
+        prep_options = {**options, "threads": args.cpus}  # Ray: one CPU per unit, `--cpus` units at once
         # Ray lowers its workers' priority (niceness 15) so that its own daemons stay responsive; on
         # a machine shared with other work that alone slows them against `prep` at niceness 0.
         # Per-core speed is compared at equal priority.
         os.environ.setdefault("RAY_worker_niceness", "0")
-        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-        times: dict[str, list[float]] = {"prep": [], "ray": [], "ray-small-units": []}
+        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        load_before = os.getloadavg()
+        times: dict[str, list[float]] = {"prep": [], "ray": [], **({"ray-small-units": []} if args.small_units else {})}
         cpu: dict[str, list[float]] = {name: [] for name in times}
         units, reports = {}, []
         for _ in range(args.repeats):
-            times["prep"].append(cpu_timed(lambda: fastsft.prep(files, QWEN, work / "local", **options), cpu["prep"]))
+            times["prep"].append(cpu_timed(lambda: fastsft.prep(files, QWEN, work / "local", **prep_options), cpu["prep"]))
             times["ray"].append(
                 cpu_timed(
                     lambda: units.update(ray=fastsft.prep(files, QWEN, work / "ray", engine="ray", **options)["units"]),
@@ -126,6 +142,8 @@ def main() -> None:
                 )
             )
             reports.append(json.loads((work / "ray" / "report.json").read_text()))
+            if not args.small_units:
+                continue
             times["ray-small-units"].append(
                 cpu_timed(
                     lambda: units.update(
@@ -140,7 +158,7 @@ def main() -> None:
         median = {name: statistics.median(t) for name, t in times.items()}
         report = {
             key: statistics.median(r[key] for r in reports)
-            for key in ("unit_pipeline_seconds", "encode_seconds", "assemble_seconds")
+            for key in ("unit_pipeline_seconds", "slowest_unit_seconds", "encode_seconds", "assemble_seconds")
         }
         manifest = json.loads((work / "local" / "manifest.json").read_text())
         same = all(
@@ -149,10 +167,13 @@ def main() -> None:
         )
         ray.shutdown()
         tokens, read = manifest["num_tokens"], manifest["counts"]["read"]
-        print(f"corpus: {read:,} records in {len(files)} files, {size / 1e6:.1f} MB, {tokens:,} tokens; load {os.getloadavg()}")
+        print(
+            f"corpus: {read:,} records in {len(files)} files, {size / 1e6:.1f} MB, {tokens:,} tokens; {args.cpus} CPU(s); "
+            f"load average before {load_before}, after {os.getloadavg()}"
+        )
         for name, seconds in best.items():
             print(
-                f"  {name:15s} 1 CPU: best {seconds:6.2f} s  {tokens / seconds / 1e6:.2f}M tokens/s  {best['prep'] / seconds:.3f}x prep;  "
+                f"  {name:15s} wall: best {seconds:6.2f} s  {tokens / seconds / 1e6:.2f}M tokens/s  {best['prep'] / seconds:.3f}x prep;  "
                 f"median {median[name]:6.2f} s  {tokens / median[name] / 1e6:.2f}M tokens/s  {median['prep'] / median[name]:.3f}x prep"
                 + (f"  ({units[name.replace('ray-small-units', 'small')]} units)" if name != "prep" else "")
             )
@@ -163,11 +184,13 @@ def main() -> None:
                 f"{statistics.median(cpu['prep']) / statistics.median(spent):.3f}x prep"
             )
         print(
-            f"  identical files: {same}; Ray runs (medians): the unit pipelines {report['unit_pipeline_seconds']:.2f} s, "
-            f"Ray (scheduling, worker start) {report['encode_seconds'] - report['unit_pipeline_seconds']:.2f} s, "
-            f"assembling {report['assemble_seconds']:.2f} s"
+            f"  identical files: {same}; Ray runs (medians): until every unit was done {report['encode_seconds']:.2f} s "
+            f"(the slowest unit's pipeline {report['slowest_unit_seconds']:.2f} s, all units' {report['unit_pipeline_seconds']:.2f} s), "
+            f"then assembling {report['assemble_seconds']:.2f} s"
         )
 
+        if args.no_batch:
+            return
         lines = [line for f in files[:1] for line in Path(f).read_text(encoding="utf-8").splitlines()]
         batches = [lines[i : i + args.batch] for i in range(0, len(lines), args.batch)]
         fastsft.encode_batch(batches[0][:2], QWEN, max_len=4096)  # load the encoder before timing

@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 // The API other Rust code (tests/, examples/, other engines) builds on.
+pub mod assemble;
 pub mod conversation;
 pub mod decode;
 pub mod encode;
@@ -28,6 +29,7 @@ mod tokenizer_probe;
 mod columnar;
 mod exact_json;
 mod manifest;
+mod npy_reader;
 mod progress;
 mod reject_policy;
 mod writer;

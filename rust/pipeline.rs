@@ -18,10 +18,10 @@ use crate::options::EncoderOptions;
 use crate::error::{Error, Result};
 use crate::schema::{Reject, SchemaOptions};
 use crate::source::{RawRecord, Shard, Source};
-use crate::manifest::{completed_shard, manifest};
+use crate::manifest::{completed_shard, manifest, write_manifest};
 use crate::progress::Progress;
 use crate::reject_policy::{check_rejects, keep_rejects};
-use crate::writer::{write_file, NpyWriter, OutputDir};
+use crate::writer::{write_file, ArrayWriters, OutputDir};
 
 /// 2: `turns.npy` (the assistant message of a per-turn sample, -1 for a whole conversation);
 /// readers still accept version 1, which has no such file.
@@ -115,11 +115,7 @@ pub struct Summary {
 type Outcome = std::result::Result<Vec<Encoded>, Reject>;
 
 struct DatasetFiles {
-    ids: NpyWriter,
-    mask: NpyWriter,
-    offsets: NpyWriter,
-    origin: NpyWriter,
-    turns: NpyWriter,
+    arrays: ArrayWriters,
     rejects: BufWriter<std::fs::File>,
     rejects_path: PathBuf,
 }
@@ -164,19 +160,10 @@ fn write_dataset(
     threads: usize,
 ) -> Result<Counts> {
     let wide = encoder.tokenizer_info.vocab_size > 1 << 16;
-    let (ids_descr, ids_size) = if wide { ("<u4", 4) } else { ("<u2", 2) };
+    let ids_descr = if wide { "<u4" } else { "<u2" };
     let rejects_path = out.file("rejects.jsonl");
     let rejects_file = std::fs::File::create(&rejects_path).map_err(|e| Error::io(&rejects_path, e))?;
-    let mut files = DatasetFiles {
-        ids: NpyWriter::create(out.file("input_ids.npy"), ids_descr, ids_size, None)?,
-        mask: NpyWriter::create(out.file("loss_mask.npy"), "|u1", 1, None)?,
-        offsets: NpyWriter::create(out.file("offsets.npy"), "<i8", 8, None)?,
-        origin: NpyWriter::create(out.file("origin.npy"), "<i8", 8, Some(2))?,
-        turns: NpyWriter::create(out.file("turns.npy"), "<i8", 8, None)?,
-        rejects: BufWriter::new(rejects_file),
-        rejects_path,
-    };
-    files.offsets.write_i64(&[0])?;
+    let mut files = DatasetFiles { arrays: ArrayWriters::create(out, wide)?, rejects: BufWriter::new(rejects_file), rejects_path };
     let mut counts = Counts::default();
     let mut progress = Progress::new(config.progress);
     let chunk_size = config.chunk_size.max(1);
@@ -214,28 +201,18 @@ fn write_dataset(
     }
     progress.finish(&counts, started);
 
-    let DatasetFiles { ids, mask, offsets, origin, turns, mut rejects, rejects_path } = files;
+    let DatasetFiles { arrays, mut rejects, rejects_path } = files;
     rejects.flush().map_err(|e| Error::io(&rejects_path, e))?;
     rejects.into_inner().map_err(|e| Error::io(&rejects_path, e.into_error()))?.sync_all().map_err(|e| Error::io(&rejects_path, e))?;
     if let Err(error) = check_rejects(config, &counts) {
         return Err(keep_rejects(config, &rejects_path, error));
     }
-    let array_sha256 = serde_json::json!({
-        "input_ids.npy": ids.finish()?,
-        "loss_mask.npy": mask.finish()?,
-        "offsets.npy": offsets.finish()?,
-        "origin.npy": origin.finish()?,
-        "turns.npy": turns.finish()?,
-    });
+    let array_sha256 = arrays.finish()?;
 
     if should_stop() {
         return Err(Error::Interrupted);
     }
-    let mut manifest = manifest(config, encoder, source, &counts, ids_descr);
-    // sha256 of each array's data bytes (after the .npy header); `fastsft check` compares them
-    manifest["array_sha256"] = array_sha256;
-    let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::config(e.to_string()))?;
-    write_file(&out.file("manifest.json"), format!("{text}\n").as_bytes())?;
+    write_manifest(&out.file("manifest.json"), manifest(config, encoder, source, &counts, ids_descr), array_sha256)?;
     let seconds = started.elapsed().as_secs_f64();
     let report = serde_json::json!({
         "seconds": seconds,
@@ -271,11 +248,11 @@ fn write_chunk(
                     counts.tokens += encoded.ids.len() as u64;
                     counts.trained_tokens += encoded.mask.iter().map(|&m| m as u64).sum::<u64>();
                     offset += encoded.ids.len() as i64;
-                    files.ids.write_ids(&encoded.ids)?;
-                    files.mask.write_u8(&encoded.mask)?;
-                    files.offsets.write_i64(&[offset])?;
-                    files.origin.write_i64(&[record.file as i64, record.line as i64])?;
-                    files.turns.write_i64(&[encoded.turn.map_or(-1, i64::from)])?;
+                    files.arrays.ids.write_ids(&encoded.ids)?;
+                    files.arrays.mask.write_u8(&encoded.mask)?;
+                    files.arrays.offsets.write_i64(&[offset])?;
+                    files.arrays.origin.write_i64(&[record.file as i64, record.line as i64])?;
+                    files.arrays.turns.write_i64(&[encoded.turn.map_or(-1, i64::from)])?;
                 }
             }
             Err(reject) => {

@@ -16,6 +16,8 @@ use crate::schema::parse_record;
 
 #[path = "py_batch.rs"]
 mod py_batch;
+#[path = "py_assemble.rs"]
+mod py_assemble;
 
 /// `bytes` as a writable numpy array of `dtype` (one copy; numpy is fastsft's one dependency).
 fn to_numpy<'py>(py: Python<'py>, bytes: &[u8], dtype: &str) -> PyResult<Bound<'py, PyAny>> {
@@ -321,6 +323,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crate::py_errors::error_classes, m)?)?;
     m.add_function(wrap_pyfunction!(crate::py_errors::raise_error_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(py_batch::encode_batch_arrays, m)?)?;
+    m.add_function(wrap_pyfunction!(py_assemble::assemble_units, m)?)?;
     m.add_class::<RecordEncoder>()?;
     m.add_class::<TokenDecoder>()?;
     m.add_class::<crate::py_reader::InputRecords>()?;

@@ -101,6 +101,43 @@ impl NpyWriter {
     }
 }
 
+/// The arrays of a dataset (DESIGN §2), written together: the pipeline fills them record by
+/// record, the assembly of a Ray run's units (rust/assemble.rs) unit by unit.
+pub struct ArrayWriters {
+    pub ids: NpyWriter,
+    pub mask: NpyWriter,
+    pub offsets: NpyWriter,
+    pub origin: NpyWriter,
+    pub turns: NpyWriter,
+}
+
+impl ArrayWriters {
+    /// Ids as `<u4` when `wide` (a vocabulary over 65,536), else `<u2`; `offsets` starts with its 0.
+    pub fn create(out: &OutputDir, wide: bool) -> Result<Self> {
+        let (ids_descr, ids_size) = if wide { ("<u4", 4) } else { ("<u2", 2) };
+        let mut arrays = ArrayWriters {
+            ids: NpyWriter::create(out.file("input_ids.npy"), ids_descr, ids_size, None)?,
+            mask: NpyWriter::create(out.file("loss_mask.npy"), "|u1", 1, None)?,
+            offsets: NpyWriter::create(out.file("offsets.npy"), "<i8", 8, None)?,
+            origin: NpyWriter::create(out.file("origin.npy"), "<i8", 8, Some(2))?,
+            turns: NpyWriter::create(out.file("turns.npy"), "<i8", 8, None)?,
+        };
+        arrays.offsets.write_i64(&[0])?;
+        Ok(arrays)
+    }
+
+    /// Completes every file; returns the manifest's `array_sha256`.
+    pub fn finish(self) -> Result<serde_json::Value> {
+        Ok(serde_json::json!({
+            "input_ids.npy": self.ids.finish()?,
+            "loss_mask.npy": self.mask.finish()?,
+            "offsets.npy": self.offsets.finish()?,
+            "origin.npy": self.origin.finish()?,
+            "turns.npy": self.turns.finish()?,
+        }))
+    }
+}
+
 /// The output directory being written: a temporary name until [`OutputDir::commit`].
 pub struct OutputDir {
     pub tmp: PathBuf,

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -121,6 +123,21 @@ class TwoNodeCluster:
                 pass
         psutil.wait_procs(alive, timeout=5)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+@contextmanager
+def running_cluster(cpus_per_node: int = 1) -> Iterator[TwoNodeCluster]:
+    """A two-node cluster, with RAY_ADDRESS pointing at it, for the duration of a test module."""
+    import pytest
+
+    nodes = TwoNodeCluster(cpus_per_node=cpus_per_node)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("RAY_ADDRESS", nodes.address)
+            patch.setenv("RAY_AUTH_MODE", "disabled")
+            yield nodes
+    finally:
+        nodes.stop()
 
 
 def wait_for(condition, timeout: float, step: float = 0.02):

@@ -24,7 +24,7 @@ import pytest
 
 import fastsft
 from fastsft.errors import FastSFTError, TooManyRejectsError, UsageError
-from ray_cluster import TwoNodeCluster, wait_for
+from ray_cluster import TwoNodeCluster, running_cluster, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 QWEN = str(REPO / "assets/tokenizers/qwen2.5")
@@ -35,12 +35,8 @@ BAD_LINES = ['{"messages": [', "[1, 2]", json.dumps({"question": "q", "answer": 
 
 @pytest.fixture(scope="module")
 def cluster():
-    nodes = TwoNodeCluster(cpus_per_node=1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RAY_ADDRESS", nodes.address)
-        patch.setenv("RAY_AUTH_MODE", "disabled")
+    with running_cluster() as nodes:
         yield nodes
-    nodes.stop()
 
 
 def assert_same_dataset(ray_out: Path, local_out: Path) -> None:
@@ -101,6 +97,18 @@ def test_ray_dataset_equals_local_prep(cluster, tmp_path, monkeypatch):
     dataset = fastsft.SFTDataset(tmp_path / "ray")
     assert len(dataset) == summary["samples"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no work or temporary directory left
+
+
+def test_one_unit_is_the_dataset(cluster, tmp_path):
+    """A run of one unit (small inputs) links the unit's arrays into the dataset instead of
+    copying them, with the unit's checksums: the same bytes as a local prep all the same."""
+    inputs = [str(CORPORA / "llamafactory_identity.jsonl.gz"), str(CORPORA / "llamafactory_glaive_toolcall_en_demo.jsonl.gz")]
+    summary = fastsft.prep(inputs, QWEN, tmp_path / "ray", engine="ray", max_len=1024)
+    fastsft.prep(inputs, QWEN, tmp_path / "local", max_len=1024)
+    assert summary["units"] == 1
+    assert_same_dataset(tmp_path / "ray", tmp_path / "local")
+    report = json.loads((tmp_path / "ray" / "report.json").read_text(encoding="utf-8"))
+    assert report["engine"] == "ray" and report["units"] == 1 and report["assemble_seconds"] < report["seconds"]
 
 
 def kill_a_running_unit(cluster: TwoNodeCluster, parent: Path, after_finished: int, killed: list) -> None:
@@ -227,12 +235,8 @@ def test_plan_units_groups_small_files_splits_large_ones_and_keeps_its_layout(tm
     from fastsft.ray_engine import plan_units
 
     sizes = [300, 300, 300, 2500, 100, 900]
-    paths = []
-    for i, size in enumerate(sizes):
-        paths.append(str(tmp_path / f"f{i}.jsonl"))
-        Path(paths[-1]).write_bytes(b"x" * size)
     work = tmp_path / "work"
-    units = plan_units(paths, work, unit_bytes=1000, slots=2)  # 4,400 bytes over 2 slots: 1,000 a unit
+    units = plan_units(sizes, work, unit_bytes=1000, slots=2)  # 4,400 bytes over 2 slots: 1,000 a unit
     assert [(u.files, u.share, u.shares) for u in units] == [
         ([0, 1, 2], 0, 1),
         ([3], 0, 3),
@@ -241,14 +245,17 @@ def test_plan_units_groups_small_files_splits_large_ones_and_keeps_its_layout(tm
         ([4, 5], 0, 1),
     ]
     assert units[1].directory == work / "unit-00003-00003-00000-of-00003"
-    again = plan_units(paths, work, unit_bytes=10_000, slots=64)
+    again = plan_units(sizes, work, unit_bytes=10_000, slots=64)
     assert [(u.files, u.share, u.shares, u.directory) for u in again] == [
         (u.files, u.share, u.shares, u.directory) for u in units
     ]
     # Below MIN_UNIT_BYTES (128 MiB) a unit takes up to unit_bytes whatever the slots: one unit here.
-    fresh = plan_units(paths, tmp_path / "other", unit_bytes=10_000, slots=2)
+    fresh = plan_units(sizes, tmp_path / "other", unit_bytes=10_000, slots=2)
     assert [(u.files, u.shares) for u in fresh] == [([0, 1, 2, 3, 4, 5], 1)]
     # Above it, about one unit per slot: 4,400 bytes over 2 slots, 2,200 a unit.
     monkeypatch.setattr("fastsft.ray_engine.MIN_UNIT_BYTES", 100)
-    by_slots = plan_units(paths, tmp_path / "slots", unit_bytes=10_000, slots=2)
+    by_slots = plan_units(sizes, tmp_path / "slots", unit_bytes=10_000, slots=2)
     assert [(u.files, u.shares) for u in by_slots] == [([0, 1, 2], 1), ([3], 2), ([3], 2), ([4, 5], 1)]
+    # Files of nearly equal sizes: one unit per slot, not a third for the file that overflows.
+    balanced = plan_units([100] * 11 + [120], tmp_path / "balanced", unit_bytes=10_000, slots=2)
+    assert [u.files for u in balanced] == [list(range(6)), list(range(6, 12))]

@@ -93,6 +93,10 @@ def encode_batch_arrays(encoder: RecordEncoder, records: list[str], threads: int
     """`input_ids` (<u4), `loss_mask` (u1), `offsets`/`row`/`turn` (<i8), `truncated` (u1) as bytes;
     `reject`, `detail`: one entry per sample (rust/py_batch.rs)."""
 
+def assemble_units(assembly: str) -> str:
+    """The units of a Ray run → one dataset at the assembly's `output` (rust/assemble.rs);
+    `assembly` and the returned counts are JSON (fastsft/ray_assemble.py)."""
+
 class TokenDecoder:
     """Token ids back to text with the extension's `tokenizers` crate (what `fastsft inspect` uses).
 

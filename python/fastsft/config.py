@@ -149,7 +149,8 @@ class PrepOptions(EncodeOptions):
     engine: Literal["local", "ray"] = _opt(
         "local",
         "Where to encode: this machine, or the Ray cluster at RAY_ADDRESS (a local Ray when unset), into one "
-        "dataset identical to a local run's; inputs and output on storage every node sees.",
+        "dataset identical to a local run's; inputs and output on storage every node sees, or object-store URIs "
+        "(s3://, gs://, any pyarrow.fs).",
         core=False,
     )
 

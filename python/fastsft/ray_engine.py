@@ -2,37 +2,41 @@
 
 The work is split into units (`plan_units`): runs of consecutive input files, about one unit per
 CPU of the cluster, and for a file larger than a unit one unit per round-robin share of its
-records (`--num-shards K --shard-index k` of that file alone). Each unit is a Ray task that runs
-the Rust pipeline itself (`_core.prep`) into its own atomic directory under a work directory
-beside the output (`.OUT.fastsft-ray-PLAN/`). The driver then assembles the units into one
-dataset (`ray_assemble.py`) in a temporary directory and renames it into place.
+records (`--num-shards K --shard-index k` of that file alone). Each unit is a Ray task
+(`ray_unit.py`) that runs the Rust pipeline itself (`_core.prep`) into its own atomic directory
+under a work directory beside the output (`.OUT.fastsft-ray-PLAN/`). The driver then hands the
+units to the Rust core (`ray_assemble.py`, rust/assemble.rs), which writes the one dataset and its
+manifest under a temporary name and renames it into place. Inputs and output may also be on an
+object store (`ray_storage.py`): units are then staged there and the dataset uploaded.
 
 Why the whole pipeline per unit rather than Ray Data batches through `encode_batch`: the units'
 rejects, masks and bytes are the single-machine ones by construction (the same code writes them);
 tokens never leave Rust on the way to disk (no Arrow or Python objects between processes, only
 the finished `.npy` files on shared storage); and a finished unit is a committed directory, so a
 killed worker costs its one unit (Ray retries it) and a re-run of a failed job reuses every unit
-that finished. The price: the driver copies the arrays once more while assembling (a kernel
-`copy_file_range` for whole-file units, a gather for the shares of a split file) and hashes them,
-serially; and each share of a split file reads the whole file, skipping the other shares' records.
+that finished. The price: with more than one unit the assembly copies the arrays once more and
+hashes them, serially (a run of one unit links its arrays instead); and each share of a split
+file reads the whole file, skipping the other shares' records.
 
 Atomicity (DESIGN §5): units are written under temporary names by the pipeline; the dataset is
 written under `.OUT.fastsft-tmp-PID` and renamed to `OUT` only when complete; the work directory
 is removed after that rename. A failed or killed job leaves at most the work directory (whose
-name says what it is) and temporaries, never something at `OUT`.
+name says what it is) and temporaries, never something at `OUT`. On an object store, which has
+no rename, `manifest.json` is written last, for each unit and for the dataset: a job that fails
+leaves no manifest at `OUT`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import hashlib
 import json
 import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,14 +45,32 @@ from fastsft import _core
 from fastsft.config import PrepOptions
 from fastsft.errors import (
     FastSFTError,
-    InputNotFoundError,
+    FileAccessError,
     MissingExtraError,
     OutputExistsError,
     TooManyRejectsError,
     UsageError,
 )
 from fastsft.prep import expand_inputs
-from fastsft.ray_assemble import Unit, assemble, assemble_rejects
+from fastsft.ray_assemble import Unit, assemble
+from fastsft.ray_storage import (
+    Place,
+    check_bucket,
+    delete_file,
+    download_dir,
+    exists,
+    file_size_and_stamp,
+    is_remote,
+    list_names,
+    locate,
+    read_text,
+    remove,
+    upload_dir,
+    upload_file,
+    write_text,
+)
+from fastsft.ray_storage import expand as expand_remote
+from fastsft.ray_unit import encode_unit, finished, unit_read_as
 from fastsft.tokenizer_path import locate_tokenizer
 
 # At most 1 GiB of input per unit: a share of a split file reads the whole file (skipping the
@@ -57,6 +79,7 @@ from fastsft.tokenizer_path import locate_tokenizer
 # files) measured ~0.3 s, which smaller units would pay too often.
 DEFAULT_UNIT_BYTES = 1 << 30
 MIN_UNIT_BYTES = 128 << 20
+_REMOTE_ENCODE_UNIT: Any = None
 
 
 def prep_on_ray(
@@ -67,15 +90,20 @@ def prep_on_ray(
     address: str | None = None,
     unit_bytes: int = DEFAULT_UNIT_BYTES,
     max_retries: int = 3,
+    filesystem: Any = None,
     **options: Any,
 ) -> dict[str, Any]:
     """`fastsft.prep(..., engine="ray")`: the same dataset as `fastsft.prep`, made by Ray tasks.
 
     `address`: the cluster (default `RAY_ADDRESS`, else a local Ray started for this call, or the
-    one this process is already connected to). Inputs, tokenizer and output must be on storage that
-    every node sees. `unit_bytes`: input bytes per work unit; `threads`: the CPUs (and encoding
-    threads) each unit's task takes (default 1: Ray runs as many units at once as the cluster has
-    CPUs); `max_retries`: how often Ray re-runs a unit whose worker died.
+    one this process is already connected to). Local inputs, the tokenizer and a local output must
+    be on storage that every node sees; inputs and output may also be object-store URIs
+    (`s3://bucket/key`, any `pyarrow.fs` filesystem: `ray_storage.py`), read and written through
+    `filesystem` when given (a `pyarrow.fs.FileSystem` or an fsspec one), else the filesystem
+    pyarrow makes from each URI and the environment. `unit_bytes`: input bytes per work unit;
+    `threads`: the CPUs (and encoding threads) each unit's task takes (default 1: Ray runs as many
+    units at once as the cluster has CPUs); `max_retries`: how often Ray re-runs a unit whose
+    worker died.
     """
     started = time.monotonic()
     options.setdefault("progress", False)
@@ -86,69 +114,85 @@ def prep_on_ray(
     if unit_bytes < 1:
         raise UsageError(f"unit_bytes={unit_bytes}: must be 1 or more")
     cpus_per_unit = opts.threads or 1
-    files = expand_inputs(inputs)
+    files = _expand(inputs, filesystem)
     if not files:
         raise UsageError("no input files given")
-    for path in files:
-        if not os.path.exists(path):
-            raise InputNotFoundError(f"{path}: no such file")
-    absolute = [os.path.abspath(path) for path in files]
-    target = Path(os.path.abspath(output))
-    _check_output(target, opts.overwrite)
+    places = [locate(path, filesystem) for path in files]
+    stamps = [file_size_and_stamp(place) for place in places]
+    sizes = [_input_bytes(place.path) if place.local else size for place, (size, _) in zip(places, stamps)]
+    out = locate(output, filesystem)
+    _check_output(out, opts.overwrite)
     core_options = _core_options(opts, cpus_per_unit)
     tokenizer_dir = os.path.abspath(locate_tokenizer(tokenizer))
-    work = target.parent / f".{target.name}.fastsft-ray-{_plan_id(absolute, tokenizer_dir, core_options)}"
+    plan = _plan_id([[p.path if p.local else p.uri, *stamp] for p, stamp in zip(places, stamps)], tokenizer_dir, core_options)
+    out_parent, out_name = out.parent_and_name()
+    work = out_parent.join(f".{out_name}.fastsft-ray-{plan}")
+    # Local scratch, on every node: copies of objects a unit reads, units on their way to the
+    # store, and the driver's assembly of a dataset that goes to a store.
+    scratch = os.path.join(tempfile.gettempdir(), f"fastsft-ray-{plan}")
 
-    ray = _import_ray()
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
     try:
-        slots = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_unit)
-        units = plan_units(absolute, work, unit_bytes, slots)
-        reused, nodes, unit_seconds = _run_units(
-            ray, units, absolute, files, tokenizer_dir, core_options, cpus_per_unit, max_retries, opts.progress
-        )
-    finally:
+        ray = _import_ray()
+        started_ray = not ray.is_initialized()
         if started_ray:
-            ray.shutdown()
-    encoded = time.monotonic()
+            ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
+        try:
+            slots = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_unit)
+            units = plan_units(sizes, work, unit_bytes, slots, scratch=scratch)
+            for unit in units:
+                unit.read_as = (
+                    None
+                    if all(places[i].local for i in unit.files)
+                    else unit_read_as([places[i] for i in unit.files], scratch, unit.name)
+                )
+            reused, nodes, unit_seconds = _run_units(
+                ray, units, places, files, tokenizer_dir, core_options, cpus_per_unit, max_retries, opts.progress, scratch
+            )
+        finally:
+            if started_ray:
+                ray.shutdown()
+        encoded = time.monotonic()
 
-    tmp = target.parent / f".{target.name}.fastsft-tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        if all(unit.rejected_only is not None for unit in units):
-            counts = assemble_rejects(units, files, absolute, tmp / "rejects.jsonl")
-            _check_rejects(opts, counts, tmp, target)
-        # The units were given a template file by its absolute path: the manifest names it as the user did.
-        result = assemble(units, files, absolute, tmp, template=opts.template)
-        manifest = result["manifest"]
-        counts = result["counts"]
-        _check_rejects(opts, counts, tmp, target)
-        seconds = time.monotonic() - started
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         report = {
-            "seconds": seconds,
+            "seconds": encoded - started,
             "engine": "ray",
             "units": len(units),
             "units_reused": reused,
             "nodes": nodes,
             "encode_seconds": encoded - started,
-            "unit_pipeline_seconds": unit_seconds,
-            "assemble_seconds": time.monotonic() - encoded,
-            "records_per_second": counts["read"] / max(seconds, 1e-9),
-            "tokens_per_second": counts["tokens"] / max(seconds, 1e-9),
+            "unit_pipeline_seconds": sum(unit_seconds),
+            "slowest_unit_seconds": max(unit_seconds, default=0.0),
         }
-        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        _commit(tmp, target, opts.overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if not work.local:
+            _fetch_units(units, work)
+        target = out.path if out.local else os.path.join(scratch, "dataset")
+        try:
+            counts = assemble(
+                units,
+                files=files,
+                sizes=[_plan_size(place, size) for place, (size, _) in zip(places, stamps)],
+                read_as=[place.path for place in places],
+                output=Path(target),
+                overwrite=opts.overwrite or not out.local,
+                max_reject_fraction=opts.max_reject_fraction,
+                # The units were given a template file by its absolute path: the manifest names it as the user did.
+                template=opts.template,
+                report=report,
+            )
+        except TooManyRejectsError as error:
+            if out.local:
+                raise
+            raise _rejects_kept_on_store(error, target, out_parent.join(f"{out_name}.rejects.jsonl")) from None
+        if not out.local:
+            _publish(target, out)
+    finally:
+        # This node's scratch (a killed worker leaves its unit's in its own node's).
+        shutil.rmtree(scratch, ignore_errors=True)
     # This run's work directory, and those of earlier runs for this output with other inputs or
     # options (they can no longer be resumed into it).
-    for stale in target.parent.glob(f".{glob.escape(target.name)}.fastsft-ray-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    for name in list_names(out_parent):
+        if name.startswith(f".{out_name}.fastsft-ray-"):
+            remove(out_parent.join(name))
     summary = dict(counts)
     summary.update(
         output=os.fspath(output),
@@ -161,6 +205,55 @@ def prep_on_ray(
         nodes=nodes,
     )
     return summary
+
+
+def _expand(inputs: Any, filesystem: Any) -> list[str]:
+    """Local paths and globs as `fastsft prep` expands them; object-store URIs as given."""
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    files: list[str] = []
+    for item in items:
+        item = os.fspath(item)
+        files.extend(expand_remote(item, filesystem) if is_remote(item) else expand_inputs(item))
+    return list(dict.fromkeys(files))
+
+
+def _fetch_units(units: list[Unit], work: Place) -> None:
+    """The driver's copy of the finished units on a store, for the assembly (local files), each
+    array checked against its unit's manifest on the way: a unit that does not match (an upload
+    damaged on the way) is removed from the store, so that the next run prepares it again."""
+    for unit in units:
+        names = ["rejects.jsonl"] if unit.rejected_only is not None else [*UNIT_FILES]
+        sums = download_dir(work.join(unit.name), os.fspath(unit.directory), names)
+        if unit.rejected_only is not None:
+            continue
+        try:
+            recorded = json.loads((unit.directory / "manifest.json").read_text(encoding="utf-8"))["array_sha256"]
+        except (ValueError, KeyError, TypeError):
+            recorded = {}
+        damaged = sorted(name for name, sha in sums.items() if recorded.get(name) != sha)
+        if damaged:
+            remove(work.join(unit.name))
+            raise FileAccessError(
+                f"{work.join(unit.name).uri}: {', '.join(damaged)} do not match the unit's manifest (damaged on the store); "
+                "the unit was removed: run the same command again to prepare it anew"
+            )
+
+
+def _publish(local: str, out: Place) -> None:
+    """Uploads a finished dataset, `manifest.json` last. A dataset already there (replaced with
+    --overwrite, as checked before the run) first loses its manifest, so that no reader takes the
+    mix of old and new files for a dataset while they are replaced."""
+    if exists(out.join("manifest.json")):
+        delete_file(out.join("manifest.json"))
+    remove(out)
+    upload_dir(local, out, last="manifest.json")
+
+
+def _rejects_kept_on_store(error: TooManyRejectsError, target: str, kept: Place) -> TooManyRejectsError:
+    local = f"{target}.rejects.jsonl"
+    upload_file(local, kept)
+    renamed = TooManyRejectsError(str(error).replace(local, kept.uri), error.counts, error.read)
+    return renamed
 
 
 def _import_ray():
@@ -183,9 +276,10 @@ def _core_options(opts: PrepOptions, cpus_per_unit: int) -> dict[str, Any]:
     return json.loads(unit.to_core_json())
 
 
-def _plan_id(absolute: list[str], tokenizer_dir: str, core_options: dict[str, Any]) -> str:
-    """Names the work directory: a re-run with the same inputs (path, size, mtime), tokenizer files
-    and options finds the units it finished (and their layout); anything else starts afresh."""
+def _plan_id(input_stamps: list[list[Any]], tokenizer_dir: str, core_options: dict[str, Any]) -> str:
+    """Names the work directory: a re-run with the same inputs ([path or URI, size, mtime] each),
+    tokenizer files and options finds the units it finished (and their layout); anything else
+    starts afresh."""
 
     def stamp(path: str) -> list[Any]:
         st = os.stat(path)
@@ -202,8 +296,20 @@ def _plan_id(absolute: list[str], tokenizer_dir: str, core_options: dict[str, An
     )
     run = {k: v for k, v in core_options["run"].items() if k not in ("threads", "chunk_size")}
     options = {"encoder": core_options["encoder"], "run": run}
-    plan = [_core.__version__, [stamp(p) for p in absolute], [stamp(p) for p in tokenizer_files], options]
+    plan = [_core.__version__, input_stamps, [stamp(p) for p in tokenizer_files], options]
     return hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _plan_size(place: Place, size: int) -> int:
+    """What the manifest's plan records of an input as the user named it (as rust/manifest.rs's
+    `plan_inputs` does for a local run): its size (a local path's, relative to this directory),
+    0 if it cannot be read."""
+    if not place.local:
+        return size
+    try:
+        return os.stat(place.uri).st_size
+    except OSError:
+        return 0
 
 
 def _input_bytes(path: str) -> int:
@@ -212,22 +318,28 @@ def _input_bytes(path: str) -> int:
     return os.path.getsize(path)
 
 
-def plan_units(absolute: list[str], work: Path, unit_bytes: int, slots: int) -> list[Unit]:
+def plan_units(sizes: list[int], work: Place | Path, unit_bytes: int, slots: int, scratch: str = "") -> list[Unit]:
     """The work units, as an earlier run of the same plan laid them out (`units.json`), or anew:
     about one unit per slot (cluster CPUs / CPUs per unit), none smaller than `MIN_UNIT_BYTES`
     (each unit pays a fixed start, ~0.3 s measured) nor larger than `unit_bytes`. Consecutive
-    small files share a unit; a file larger than a unit is read as round-robin shares."""
-    layout_path = work / "units.json"
+    small files (of `sizes` bytes) share a unit, each in the unit its middle byte falls in; a file
+    larger than a unit is read as shares.
+    A unit's directory is in `work` when local, else (a store) the driver's copy in `scratch`."""
+    if isinstance(work, Path):
+        work = Place(None, os.fspath(work), os.fspath(work))
+    layout_place = work.join("units.json")
     layout: list[dict[str, Any]] = []
-    if layout_path.is_file():
-        layout = json.loads(layout_path.read_text(encoding="utf-8"))
+    if exists(layout_place):
+        layout = json.loads(read_text(layout_place))
     else:
-        sizes = [_input_bytes(path) for path in absolute]
         size = min(unit_bytes, max(min(MIN_UNIT_BYTES, unit_bytes), math.ceil(sum(sizes) / slots)))
         group: list[int] = []
         group_bytes = 0
         for index, file_bytes in enumerate(sizes):
-            if group and (group_bytes + file_bytes > size or file_bytes > size):
+            # A file joins the unit its middle byte falls in: a unit per slot, not one more for a
+            # few files that overflow (measured: 5 + 5 + 2 files on 2 CPUs, the last alone).
+            fits = group_bytes + file_bytes / 2 <= size and group_bytes + file_bytes <= unit_bytes
+            if group and (not fits or file_bytes > size):
                 layout.append({"files": group, "share": 0, "shares": 1})
                 group, group_bytes = [], 0
             if file_bytes > size:
@@ -238,25 +350,19 @@ def plan_units(absolute: list[str], work: Path, unit_bytes: int, slots: int) -> 
                 group_bytes += file_bytes
         if group:
             layout.append({"files": group, "share": 0, "shares": 1})
-        work.mkdir(parents=True, exist_ok=True)
-        tmp = work / f"units.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(layout), encoding="utf-8")
-        os.replace(tmp, layout_path)
-    return [
-        Unit(
-            u["files"],
-            u["share"],
-            u["shares"],
-            work / f"unit-{u['files'][0]:05d}-{u['files'][-1]:05d}-{u['share']:05d}-of-{u['shares']:05d}",
-        )
-        for u in layout
-    ]
+        write_text(layout_place, json.dumps(layout))
+    units = []
+    for u in layout:
+        name = f"unit-{u['files'][0]:05d}-{u['files'][-1]:05d}-{u['share']:05d}-of-{u['shares']:05d}"
+        local = Path(work.path if work.local else os.path.join(scratch, "units")) / name
+        units.append(Unit(u["files"], u["share"], u["shares"], local, staged=work.join(name)))
+    return units
 
 
-def _as_given(error: Exception, absolute: list[str], files: list[str]) -> Exception:
-    """A unit's error naming the inputs as the user did (the units had their absolute paths)."""
+def _as_given(error: Exception, read_as: list[str], files: list[str]) -> Exception:
+    """A unit's error naming the inputs as the user did (the units had absolute paths or copies)."""
     message = str(error)
-    for full, given in zip(absolute, files):
+    for full, given in zip(read_as, files):
         message = message.replace(full, given)
     if message == str(error) or len(error.args) != 1:
         return error
@@ -271,53 +377,49 @@ def _as_given(error: Exception, absolute: list[str], files: list[str]) -> Except
 def _run_units(
     ray,
     units: list[Unit],
-    absolute: list[str],
+    places: list[Place],
     files: list[str],
     tokenizer_dir: str,
     core_options: dict[str, Any],
     cpus_per_unit: int,
     max_retries: int,
     progress: bool,
-) -> tuple[int, int, float]:
+    scratch: str,
+) -> tuple[int, int, list[float]]:
     """Runs every unfinished unit as a Ray task; returns how many finished units were reused, on
-    how many nodes the others ran, and the seconds their pipelines took (summed)."""
-    task = ray.remote(encode_unit).options(num_cpus=cpus_per_unit, max_retries=max_retries, retry_exceptions=False)
-    pending, reused, nodes, unit_seconds = [], 0, set(), 0.0
+    how many nodes the others ran, and the seconds each one's pipeline took."""
+    global _REMOTE_ENCODE_UNIT
+    if _REMOTE_ENCODE_UNIT is None:
+        # Made once per process: a new remote function is pickled and exported again.
+        _REMOTE_ENCODE_UNIT = ray.remote(encode_unit)
+    task = _REMOTE_ENCODE_UNIT.options(num_cpus=cpus_per_unit, max_retries=max_retries, retry_exceptions=False)
+    pending, reused, nodes, unit_seconds = [], 0, set(), []
     for unit in units:
-        done = _finished(unit)
+        done = finished(unit.staged)
         if done is not None:
             unit.rejected_only = done or None
             reused += 1
             continue
-        pending.append(
-            (
-                unit,
-                task.remote(
-                    [absolute[i] for i in unit.files],
-                    tokenizer_dir,
-                    os.fspath(unit.directory),
-                    unit.shares,
-                    unit.share,
-                    core_options,
-                ),
-            )
-        )
+        inputs = [places[i] for i in unit.files]
+        pending.append((unit, task.remote(inputs, tokenizer_dir, unit.staged, scratch, unit.shares, unit.share, core_options)))
     try:
         for position, (unit, ref) in enumerate(pending, 1):
             try:
                 result = ray.get(ref)
                 unit.rejected_only = result["rejected_only"]
                 nodes.add(result["node"])
-                unit_seconds += result["seconds"]
+                unit_seconds.append(result["seconds"])
                 if progress:
                     print(f"fastsft prep: {reused + position} of {len(units)} work units done", file=sys.stderr, flush=True)
             except ray.exceptions.RayTaskError as error:
                 # The unit's own error (a strict reject, an unreadable input): as a local run raises it.
                 cause = getattr(error, "cause", None)
-                raise (_as_given(cause, absolute, files) if isinstance(cause, Exception) else error) from None
+                read_as = unit.read_as or [places[i].path for i in unit.files]
+                given = [files[i] for i in unit.files]
+                raise (_as_given(cause, read_as, given) if isinstance(cause, Exception) else error) from None
             except ray.exceptions.RayError as error:
                 raise FastSFTError(
-                    f"work unit {unit.directory.name} ({absolute[unit.files[0]]}{' ...' if len(unit.files) > 1 else ''}) failed on the Ray cluster "
+                    f"work unit {unit.name} ({files[unit.files[0]]}{' ...' if len(unit.files) > 1 else ''}) failed on the Ray cluster "
                     f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); nothing was written at the "
                     "output; run the same command again: the units that finished are kept and reused"
                 ) from None
@@ -334,74 +436,32 @@ def _run_units(
     return reused, len(nodes), unit_seconds
 
 
-def _finished(unit: Unit) -> dict[str, Any] | None:
-    """A unit finished by an earlier run: {} for a dataset, its counts when all were rejected."""
-    if (unit.directory / "manifest.json").is_file():
-        return {}
-    marker = unit.directory / "rejected-only.json"
-    if marker.is_file():
-        return json.loads(marker.read_text(encoding="utf-8"))
-    return None
+# What the driver reads of a finished unit on a store.
+UNIT_FILES = ("manifest.json", "input_ids.npy", "loss_mask.npy", "offsets.npy", "origin.npy", "turns.npy", "rejects.jsonl")
+# What a failed upload of a dataset can leave at the output on a store: replaced by the next run.
+DATASET_FILES = frozenset(UNIT_FILES) | {"report.json"}
 
 
-def encode_unit(
-    paths: list[str], tokenizer: str, directory: str, shares: int, share: int, core_options: dict[str, Any]
-) -> dict[str, Any]:
-    """One unit, on a Ray worker: the Rust pipeline on its inputs (or on one share of one input).
-
-    Returns the node it ran on, and `rejected_only`: None when it wrote a dataset. When every record of the unit was rejected the pipeline
-    refuses to write one and keeps the rejects beside it (`DIR.rejects.jsonl`); those records
-    still count in the whole run, so the rejects are moved into the unit's directory and the
-    counts returned (and kept in `rejected-only.json` for a re-run)."""
-    import ray
-
-    node = ray.get_runtime_context().get_node_id()
-    kept = Path(directory + ".rejects.jsonl")
-    kept.unlink(missing_ok=True)
-    try:
-        unit_options = {**core_options, "run": {**core_options["run"], "num_shards": shares, "shard_index": share}}
-        summary = _core.prep(paths, tokenizer, directory, json.dumps(unit_options, ensure_ascii=False))
-        return {"node": node, "rejected_only": None, "seconds": summary["seconds"]}
-    except Exception:
-        if not kept.is_file():
-            raise
-    return {"node": node, "rejected_only": _keep_rejected_only(paths, Path(directory), kept), "seconds": 0.0}
-
-
-def _keep_rejected_only(paths: list[str], directory: Path, kept: Path) -> dict[str, Any]:
-    reasons: dict[str, int] = {}
-    for line in kept.read_text(encoding="utf-8").splitlines():
-        reason = json.loads(line)["reason"]
-        reasons[reason] = reasons.get(reason, 0) + 1
-    read = sum(reasons.values())
-    counts = {
-        "read": read,
-        "rejected": read,
-        "rejected_by_reason": dict(sorted(reasons.items())),
-        "inputs": [_file_info(path) for path in paths],
-    }
-    tmp = directory.with_name(directory.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    shutil.move(kept, tmp / "rejects.jsonl")
-    (tmp / "rejected-only.json").write_text(json.dumps(counts), encoding="utf-8")
-    shutil.rmtree(directory, ignore_errors=True)
-    os.rename(tmp, directory)
-    return counts
-
-
-def _file_info(path: str) -> dict[str, Any]:
-    """What the manifest lists of an input (rust/source.rs `InputInfo`): path, size, sha256."""
-    sha, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            sha.update(chunk)
-            size += len(chunk)
-    return {"path": path, "size": size, "sha256": sha.hexdigest()}
-
-
-def _check_output(target: Path, overwrite: bool) -> None:
-    """The rules of `fastsft prep -o` (rust/writer.rs), checked before any work starts."""
+def _check_output(out: Place, overwrite: bool) -> None:
+    """The rules of `fastsft prep -o` (rust/writer.rs), checked before any work starts; on a
+    store, a prefix holding only dataset files but no manifest is an upload that did not finish."""
+    if not out.local:
+        if "/" not in out.path.strip("/"):
+            raise UsageError(
+                f"-o {out.uri}: name a prefix inside the bucket (e.g. {out.uri.rstrip('/')}/sft), not the bucket itself"
+            )
+        check_bucket(out)
+        names = list_names(out)
+        if "manifest.json" in names:
+            if not overwrite:
+                raise OutputExistsError(f"{out.uri} already holds a dataset; pass --overwrite to replace it")
+        elif not set(names) <= DATASET_FILES:
+            raise OutputExistsError(
+                f"{out.uri} holds objects that are not a fastsft dataset; fastsft never replaces them: "
+                "choose another output path, or remove them yourself"
+            )
+        return
+    target = Path(out.path)
     if not target.exists() or (target.is_dir() and not any(target.iterdir())):
         return
     if not (target / "manifest.json").is_file():
@@ -411,34 +471,3 @@ def _check_output(target: Path, overwrite: bool) -> None:
         )
     if not overwrite:
         raise OutputExistsError(f"{target} already holds a dataset; pass --overwrite to replace it")
-
-
-def _commit(tmp: Path, target: Path, overwrite: bool) -> None:
-    _check_output(target, overwrite)
-    if target.exists() and (target / "manifest.json").is_file():
-        old = tmp.with_name(tmp.name + ".old")
-        os.rename(target, old)
-        os.rename(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, target)  # replaces an empty directory atomically
-
-
-def _check_rejects(opts: PrepOptions, counts: dict[str, Any], tmp: Path, target: Path) -> None:
-    """The whole run's bar for rejects (the units ran without one): as rust/pipeline.rs words it."""
-    read, rejected = counts["read"], counts["rejected"]
-    fraction = rejected / read if read else 0.0
-    limit = 1.0 if opts.max_reject_fraction is None else opts.max_reject_fraction
-    nothing_written = read > 0 and counts["written"] == 0
-    if fraction <= limit and not nothing_written:
-        return
-    kept = target.with_name(target.name + ".rejects.jsonl")
-    shutil.copyfile(tmp / "rejects.jsonl", kept)
-    reason, n = max(counts["rejected_by_reason"].items(), key=lambda item: item[1], default=("?", 0))
-    why = ", nothing written" if nothing_written else f" > --max-reject-fraction {limit}"
-    raise TooManyRejectsError(
-        f"{rejected} of {read} records rejected ({fraction * 100:.1f}%{why}); most common reason: {reason} ({n} records); "
-        f"every reject is listed in {kept}",
-        counts["rejected_by_reason"],
-        read,
-    )
