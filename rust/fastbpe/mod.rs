@@ -131,8 +131,20 @@ impl FastTokenizer {
                 OffsetPlan::new(model_json, &model, &normalizer, metaspace, normalized_tokens.is_some())
             }
         };
+        Some(FastTokenizer::assemble((raw_tokens, normalized_tokens), normalizer, pre_tokenizer, model, segment, offsets))
+    }
+
+    /// The one place a `FastTokenizer` is put together, built from a file or read from a cache.
+    fn assemble(
+        (raw_tokens, normalized_tokens): (Option<Matcher>, Option<Matcher>),
+        normalizer: Normalizer,
+        pre_tokenizer: PreTokenizer,
+        model: Model,
+        segment: bool,
+        offsets: Option<OffsetPlan>,
+    ) -> FastTokenizer {
         classes::init();
-        Some(FastTokenizer {
+        FastTokenizer {
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
             raw_tokens,
             normalized_tokens,
@@ -141,7 +153,7 @@ impl FastTokenizer {
             model,
             segment,
             offsets,
-        })
+        }
     }
 
     /// The built tables (model, offset plan) as bytes, for [`FastTokenizer::from_tables`].
@@ -167,18 +179,8 @@ impl FastTokenizer {
             true => Some(OffsetPlan::read(r)?),
             false => None,
         };
-        let (raw_tokens, normalized_tokens) = added_tokens(&root.added_tokens, &model, &normalizer)?;
-        classes::init();
-        Some(FastTokenizer {
-            instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
-            raw_tokens,
-            normalized_tokens,
-            normalizer,
-            pre_tokenizer,
-            model,
-            segment,
-            offsets,
-        })
+        let added = added_tokens(&root.added_tokens, &model, &normalizer)?;
+        Some(FastTokenizer::assemble(added, normalizer, pre_tokenizer, model, segment, offsets))
     }
 
     /// Whether [`FastTokenizer::encode_with_offsets`] serves this file (the SentencePiece
@@ -192,36 +194,44 @@ impl FastTokenizer {
     /// reports, or `None` when this file has no offset plan or a piece fails the plan's check.
     pub fn encode_with_offsets(&self, text: &str) -> Option<IdsAndOffsets> {
         let plan = self.offsets.as_ref()?;
+        let mut scratch = Vec::new();
+        self.encode_pieces_with_offsets(text, |start, end, cache, ids, offsets| {
+            let raw = &text[start..end];
+            let normalized = self.normalizer.apply(raw);
+            let model_input = match self.pre_tokenizer {
+                PreTokenizer::Metaspace(m) => Cow::Owned(m.apply(&normalized, start == 0)),
+                _ => normalized,
+            };
+            let from = ids.len();
+            sentencepiece::encode_piece(&self.model, &model_input, self.segment, cache, &mut scratch, ids);
+            plan.piece(raw, start, &model_input, &ids[from..], offsets)
+        })
+    }
+
+    /// Ids and offsets of `text`: raw added tokens cut out with their own offsets, and each piece
+    /// between them given to `piece(start, end, ...)`, which appends its ids and offsets and says
+    /// whether its check passed; `None` as soon as one fails.
+    fn encode_pieces_with_offsets(
+        &self,
+        text: &str,
+        mut piece: impl FnMut(usize, usize, &mut WordCache, &mut Vec<u32>, &mut Vec<(usize, usize)>) -> bool,
+    ) -> Option<IdsAndOffsets> {
         let mut ids = Vec::with_capacity(text.len() / 3 + 4);
         let mut offsets = Vec::with_capacity(ids.capacity());
-        let mut scratch = Vec::new();
         let mut consistent = true;
-        with_cache(self.instance, |cache| {
-            let mut piece = |start: usize, end: usize, ids: &mut Vec<u32>, offsets: &mut Vec<(usize, usize)>| {
-                let raw = &text[start..end];
-                let normalized = self.normalizer.apply(raw);
-                let model_input = match self.pre_tokenizer {
-                    PreTokenizer::Metaspace(m) => Cow::Owned(m.apply(&normalized, start == 0)),
-                    _ => normalized,
-                };
-                let from = ids.len();
-                sentencepiece::encode_piece(&self.model, &model_input, self.segment, cache, &mut scratch, ids);
-                plan.piece(raw, start, &model_input, &ids[from..], offsets)
-            };
-            match &self.raw_tokens {
-                None => {
-                    if !text.is_empty() {
-                        consistent = piece(0, text.len(), &mut ids, &mut offsets);
-                    }
+        with_cache(self.instance, |cache| match &self.raw_tokens {
+            None => {
+                if !text.is_empty() {
+                    consistent = piece(0, text.len(), cache, &mut ids, &mut offsets);
                 }
-                Some(m) => m.split(text, |seg| match seg {
-                    Segment::Token(id, start, end) => {
-                        ids.push(id);
-                        offsets.push((start, end));
-                    }
-                    Segment::Text(a, b) => consistent &= consistent && piece(a, b, &mut ids, &mut offsets),
-                }),
             }
+            Some(m) => m.split(text, |seg| match seg {
+                Segment::Token(id, start, end) => {
+                    ids.push(id);
+                    offsets.push((start, end));
+                }
+                Segment::Text(a, b) => consistent = consistent && piece(a, b, cache, &mut ids, &mut offsets),
+            }),
         });
         consistent.then_some((ids, offsets))
     }

@@ -12,8 +12,7 @@
 //! cover each normalized piece exactly; anything else returns `None` and the crate decides.
 
 use super::normalize::Step;
-use super::{with_cache, FastTokenizer, IdsAndOffsets, PreTokenizer};
-use super::added::Segment;
+use super::{FastTokenizer, IdsAndOffsets, PreTokenizer};
 use unicode_normalization_alignments::UnicodeNormalization;
 
 impl FastTokenizer {
@@ -25,33 +24,13 @@ impl FastTokenizer {
         if !matches!(self.pre_tokenizer, PreTokenizer::ByteLevel(_)) || self.normalizer.steps != [Step::Nfc] {
             return None;
         }
-        let mut ids = Vec::with_capacity(text.len() / 3 + 4);
-        let mut offsets = Vec::with_capacity(ids.capacity());
         let mut scratch = Vec::new();
-        let mut consistent = true;
-        with_cache(self.instance, |cache| {
-            let mut piece = |start: usize, end: usize, ids: &mut Vec<u32>, offsets: &mut Vec<(usize, usize)>| {
-                let raw = &text[start..end];
-                let from = ids.len();
-                self.encode_piece(raw, start == 0, cache, &mut scratch, ids);
-                map_offsets(&nfc_alignments(raw), &ids[from..], lengths, start, offsets)
-            };
-            match &self.raw_tokens {
-                None => {
-                    if !text.is_empty() {
-                        consistent = piece(0, text.len(), &mut ids, &mut offsets);
-                    }
-                }
-                Some(m) => m.split(text, |seg| match seg {
-                    Segment::Token(id, start, end) => {
-                        ids.push(id);
-                        offsets.push((start, end));
-                    }
-                    Segment::Text(a, b) => consistent = consistent && piece(a, b, &mut ids, &mut offsets),
-                }),
-            }
-        });
-        consistent.then_some((ids, offsets))
+        self.encode_pieces_with_offsets(text, |start, end, cache, ids, offsets| {
+            let raw = &text[start..end];
+            let from = ids.len();
+            self.encode_piece(raw, start == 0, cache, &mut scratch, ids);
+            map_offsets(&nfc_alignments(raw), &ids[from..], lengths, start, offsets)
+        })
     }
 }
 
