@@ -13,6 +13,10 @@ printed (the machine may be shared: the median says more there).
 
 The second is the larger corpus (60 copies: ~216,000 records, ~410 MB, ~92M tokens), with a Ray
 of 2 CPUs against `prep --threads 2`: Ray plans one unit per CPU there (units of ~200 MB).
+`--corpus distinct` uses instead bench_prep.py's corpus of distinct real text (translations from
+the machine's gettext catalogues, no two records alike, built here and never committed):
+
+    PYTHONPATH=python python benches/bench_ray.py --corpus distinct --conversations 110000 --files 12 --repeats 5 --cpus 2 --small-units 0 --no-batch
 """
 
 from __future__ import annotations
@@ -76,6 +80,25 @@ def make_corpus(directory: Path, copies: int, files: int) -> list[str]:
     return [str(path) for path in paths]
 
 
+def make_distinct_corpus(directory: Path, conversations: int, files: int) -> list[str]:
+    """bench_prep.py's distinct corpus of `conversations` records, cut into `files` plain JSONL
+    files of consecutive records."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "benches"))
+    import bench_prep
+
+    whole = directory / "distinct.jsonl"
+    print(bench_prep.build_distinct_corpus(whole, conversations), flush=True)
+    lines = whole.read_text(encoding="utf-8").splitlines(keepends=True)
+    whole.unlink()
+    per_file = -(-len(lines) // files)
+    paths = [directory / f"part-{i}.jsonl" for i in range(files)]
+    for i, path in enumerate(paths):
+        path.write_text("".join(lines[i * per_file : (i + 1) * per_file]), encoding="utf-8")
+    return [str(path) for path in paths]
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -115,12 +138,19 @@ def main() -> None:
     parser.add_argument("--small-units", type=int, default=16 << 20, help="unit_bytes of a third run with many units (0: none)")
     parser.add_argument("--cpus", type=int, default=1, help="CPUs of the local Ray, and prep's threads")
     parser.add_argument("--no-batch", action="store_true", help="skip the encode_batch timings")
+    parser.add_argument(
+        "--corpus", choices=["copies", "distinct"], default="copies", help="shipped corpora copied, or distinct real text"
+    )
+    parser.add_argument("--conversations", type=int, default=110_000, help="records of the distinct corpus")
     args = parser.parse_args()
     import ray
 
     work = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     try:
-        files = make_corpus(work, args.copies, args.files)
+        if args.corpus == "distinct":
+            files = make_distinct_corpus(work, args.conversations, args.files)
+        else:
+            files = make_corpus(work, args.copies, args.files)
         size = sum(os.path.getsize(f) for f in files)
         options = {"max_len": 4096, "threads": 1, "overwrite": True}
         prep_options = {**options, "threads": args.cpus}  # Ray: one CPU per unit, `--cpus` units at once
