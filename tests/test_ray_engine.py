@@ -249,7 +249,7 @@ def test_plan_units_groups_small_files_splits_large_ones_and_keeps_its_layout(tm
     assert [(u.files, u.share, u.shares, u.directory) for u in again] == [
         (u.files, u.share, u.shares, u.directory) for u in units
     ]
-    # Below MIN_UNIT_BYTES (128 MiB) a unit takes up to unit_bytes whatever the slots: one unit here.
+    # Below MIN_UNIT_BYTES (32 MiB) a unit takes up to unit_bytes whatever the slots: one unit here.
     fresh = plan_units(sizes, tmp_path / "other", unit_bytes=10_000, slots=2)
     assert [(u.files, u.shares) for u in fresh] == [([0, 1, 2, 3, 4, 5], 1)]
     # Above it, about one unit per slot: 4,400 bytes over 2 slots, 2,200 a unit.

@@ -75,10 +75,12 @@ from fastsft.tokenizer_path import locate_tokenizer
 
 # At most 1 GiB of input per unit: a share of a split file reads the whole file (skipping the
 # other shares' records), so shares cost a re-read each; at this size a unit encodes for a minute
-# or more on one core. At least 128 MiB (~10 s on one core): a unit's start (tokenizer, template,
-# files) measured ~0.3 s, which smaller units would pay too often.
+# or more on one core. At least 32 MiB (~3 s on one core): a unit's start (tokenizer from its
+# cache, template, files) costs less than a whole warm `fastsft prep` of one conversation, measured
+# 0.13-0.17 s, and at 128 MiB a 130 MB corpus ran as one unit on one of two CPUs (0.53x `prep`'s
+# wall time against 0.77x as two units, benches/RESULTS.md).
 DEFAULT_UNIT_BYTES = 1 << 30
-MIN_UNIT_BYTES = 128 << 20
+MIN_UNIT_BYTES = 32 << 20
 _REMOTE_ENCODE_UNIT: Any = None
 
 
@@ -321,7 +323,7 @@ def _input_bytes(path: str) -> int:
 def plan_units(sizes: list[int], work: Place | Path, unit_bytes: int, slots: int, scratch: str = "") -> list[Unit]:
     """The work units, as an earlier run of the same plan laid them out (`units.json`), or anew:
     about one unit per slot (cluster CPUs / CPUs per unit), none smaller than `MIN_UNIT_BYTES`
-    (each unit pays a fixed start, ~0.3 s measured) nor larger than `unit_bytes`. Consecutive
+    (each unit pays a fixed start) nor larger than `unit_bytes`. Consecutive
     small files (of `sizes` bytes) share a unit, each in the unit its middle byte falls in; a file
     larger than a unit is read as shares.
     A unit's directory is in `work` when local, else (a store) the driver's copy in `scratch`."""
