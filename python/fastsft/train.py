@@ -294,11 +294,7 @@ def train_main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as e:
         # On a line of its own: the progress bar may have left the cursor mid-line.
         print("\n" + interrupted_message(opts.output, getattr(e, "step", None), opts.save_steps), file=sys.stderr, flush=True)
-        # The checkpoints it names are complete on disk. End the process here rather than through
-        # interpreter shutdown, which waits on whatever the training libraries left running: a
-        # clean-clone CI run saw this message printed and the process still alive 60 s later.
-        sys.stdout.flush()
-        os._exit(EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
     except Exception as e:
         if not is_user_error(e):
             raise
