@@ -31,6 +31,7 @@ import pytest
 
 import fastsft
 from fastsft.errors import EXIT_INPUT, EXIT_OUTPUT, EXIT_REJECTS
+from subprocess_signals import sigint_as_at_a_terminal
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZERS = REPO / "assets/tokenizers"
@@ -508,7 +509,9 @@ def start_slow_run(tmp_path: Path, until: str = "mid-run") -> tuple[subprocess.P
     # The reference tokenizer (the tokenizers crate) keeps the run slow enough to interrupt in the
     # middle even on an idle machine; the fast BPE finishes 500 conversations in a fraction of a second.
     env = {**os.environ, "FASTSFT_TOKENIZER": "reference"}
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=sigint_as_at_a_terminal
+    )
     ids = tmp_path / f".out.fastsft-tmp-{proc.pid}" / "input_ids.npy"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:

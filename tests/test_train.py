@@ -372,7 +372,11 @@ def test_ctrl_c_names_the_checkpoint_kept_and_resume_continues_from_it(small_dat
     cmd = [sys.executable, "-m", "fastsft.cli", "train", *_cli_args(small_data, tiny_model, out, steps=100000)]
     cmd[cmd.index("--save-steps") + 1] = "3"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    from subprocess_signals import sigint_as_at_a_terminal
+
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env, preexec_fn=sigint_as_at_a_terminal
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and not (out / "checkpoint-6" / "trainer_state.json").is_file():
         time.sleep(0.05)
