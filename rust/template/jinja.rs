@@ -111,8 +111,14 @@ impl JinjaTemplate {
     /// it: tests hold the two equal on real corpora, beyond the start-up probes.
     #[cfg(test)]
     pub fn native_and_jinja_for_tests(&self, conversation: &Conversation) -> Option<(std::result::Result<Rendered, Reject>, std::result::Result<Rendered, Reject>)> {
-        let native = self.native.as_ref().filter(|_| is_plain(conversation))?.render(conversation)?;
+        let native = self.native_rendering(conversation)?;
         Some((native, self.render_whole(conversation, ReasoningPolicy::Train)))
+    }
+
+    /// The native renderer's whole rendering, when there is one for this template and it takes
+    /// the conversation (plain chat, in its domain).
+    fn native_rendering(&self, conversation: &Conversation) -> Option<std::result::Result<Rendered, Reject>> {
+        self.native.as_ref().filter(|_| is_plain(conversation))?.render(conversation)
     }
 
     /// The native family rendering this template, when one passed the self-check.
@@ -131,7 +137,7 @@ impl JinjaTemplate {
         }
         let mut whole_failure: Option<Reject> = None;
         if turns.split != SplitTurns::Always {
-            let whole = match self.native.as_ref().filter(|_| is_plain(conversation)).and_then(|n| n.render(conversation)) {
+            let whole = match self.native_rendering(conversation) {
                 Some(result) => result,
                 None => self.render_whole(conversation, turns.reasoning),
             };
