@@ -113,15 +113,29 @@ def test_one_unit_is_the_dataset(cluster, tmp_path):
 
 def kill_a_running_unit(cluster: TwoNodeCluster, parent: Path, after_finished: int, killed: list) -> None:
     """Waits for `after_finished` finished units and one being written, then SIGKILLs the Ray
-    worker writing it (its pid is in the pipeline's temporary directory name)."""
+    worker writing it (its pid is in the pipeline's temporary directory name).
+
+    The worker is frozen (SIGSTOP) first and killed only if its temporary directory is still
+    there once it is frozen: a unit that finished between the look and the kill would otherwise
+    leave the kill to land on an idle worker, and the job would succeed with nothing killed."""
 
     def running_worker():
         finished = list(parent.glob(".out.fastsft-ray-*/unit-*/manifest.json"))
         temporaries = list(parent.glob(".out.fastsft-ray-*/.unit-*.fastsft-tmp-*"))
         if len(finished) < after_finished or not temporaries:
             return None
-        pid = int(re.sub(r".*fastsft-tmp-(\d+).*", r"\1", temporaries[0].name))
-        return pid if pid in {p.pid for p in cluster.processes()} else None
+        temporary = temporaries[0]
+        pid = int(re.sub(r".*fastsft-tmp-(\d+).*", r"\1", temporary.name))
+        if pid not in {p.pid for p in cluster.processes()}:
+            return None
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            return None
+        if temporary.exists():
+            return pid  # frozen mid-unit: its task cannot finish before the kill
+        os.kill(pid, signal.SIGCONT)
+        return None
 
     pid = wait_for(running_worker, timeout=60)
     if pid:
