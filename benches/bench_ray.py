@@ -105,27 +105,35 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def cpu_seconds() -> float:
-    """CPU time (user + system) of this process and every process below it: the Ray daemons and
-    workers that `ray.init` started. On a shared machine wall time depends on the neighbours'
-    load; CPU time much less, so tokens per CPU-second is the steadier per-core measure."""
+def cpu_seconds() -> dict[str, float]:
+    """CPU time (user + system) of this process ("driver") and of every process below it: the
+    Ray workers ("workers") and the daemons that `ray.init` started ("daemons"). On a shared
+    machine wall time depends on the neighbours' load; CPU time much less, so tokens per
+    CPU-second is the steadier per-core measure."""
     import psutil
 
-    total = sum(os.times()[:2])
+    spent = {"driver": sum(os.times()[:2]), "workers": 0.0, "daemons": 0.0}
     for child in psutil.Process().children(recursive=True):
         try:
             times = child.cpu_times()
-            total += times.user + times.system
+            # Ray names its workers' processes `ray::IDLE`, `ray::encode_unit`, ...
+            kind = (
+                "workers"
+                if any(part.startswith("ray::") or "default_worker.py" in part for part in child.cmdline())
+                else "daemons"
+            )
+            spent[kind] += times.user + times.system
         except psutil.NoSuchProcess:
             pass
-    return total
+    return spent
 
 
-def cpu_timed(fn, cpu: list[float]) -> float:
-    """Wall seconds of `fn()`; appends its CPU seconds (this process tree) to `cpu`."""
+def cpu_timed(fn, cpu: list[dict[str, float]]) -> float:
+    """Wall seconds of `fn()`; appends its CPU seconds (this process tree, by kind) to `cpu`."""
     before = cpu_seconds()
     seconds = timed(fn)
-    cpu.append(cpu_seconds() - before)
+    after = cpu_seconds()
+    cpu.append({kind: after[kind] - before[kind] for kind in after})
     return seconds
 
 
@@ -161,7 +169,7 @@ def main() -> None:
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         load_before = os.getloadavg()
         times: dict[str, list[float]] = {"prep": [], "ray": [], **({"ray-small-units": []} if args.small_units else {})}
-        cpu: dict[str, list[float]] = {name: [] for name in times}
+        cpu: dict[str, list[dict[str, float]]] = {name: [] for name in times}
         units, reports = {}, []
         for _ in range(args.repeats):
             times["prep"].append(cpu_timed(lambda: fastsft.prep(files, QWEN, work / "local", **prep_options), cpu["prep"]))
@@ -207,16 +215,18 @@ def main() -> None:
                 f"median {median[name]:6.2f} s  {tokens / median[name] / 1e6:.2f}M tokens/s  {median['prep'] / median[name]:.3f}x prep"
                 + (f"  ({units[name.replace('ray-small-units', 'small')]} units)" if name != "prep" else "")
             )
+        total_cpu = {name: statistics.median(sum(c.values()) for c in spent) for name, spent in cpu.items()}
         for name, spent in cpu.items():
+            parts = ", ".join(f"{kind} {statistics.median(c[kind] for c in spent):.2f} s" for kind in spent[0])
             print(
-                f"  {name:15s} CPU time (process tree): median {statistics.median(spent):6.2f} s  "
-                f"{tokens / statistics.median(spent) / 1e6:.2f}M tokens per CPU-second  "
-                f"{statistics.median(cpu['prep']) / statistics.median(spent):.3f}x prep"
+                f"  {name:15s} CPU time (process tree): median {total_cpu[name]:6.2f} s  "
+                f"{tokens / total_cpu[name] / 1e6:.2f}M tokens per CPU-second  "
+                f"{total_cpu['prep'] / total_cpu[name]:.3f}x prep  ({parts})"
             )
         print(
             f"  identical files: {same}; Ray runs (medians): until every unit was done {report['encode_seconds']:.2f} s "
-            f"(the slowest unit's pipeline {report['slowest_unit_seconds']:.2f} s, all units' {report['unit_pipeline_seconds']:.2f} s), "
-            f"then assembling {report['assemble_seconds']:.2f} s"
+            f"(the slowest unit's pipeline {report['slowest_unit_seconds']:.2f} s, all units' {report['unit_pipeline_seconds']:.2f} s); "
+            f"assembling {report['assemble_seconds']:.2f} s in all, {median['ray'] - report['encode_seconds']:.2f} s of it after the last unit"
         )
 
         if args.no_batch:

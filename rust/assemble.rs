@@ -68,7 +68,7 @@ pub struct UnitSpec {
 struct Unit<'a> {
     spec: &'a UnitSpec,
     /// The unit's manifest, or its `rejected_only` record.
-    manifest: serde_json::Value,
+    manifest: &'a serde_json::Value,
     has_data: bool,
 }
 
@@ -79,77 +79,227 @@ struct Outputs {
     tokens: i64,
 }
 
-/// Writes the dataset at `assembly.output`; returns its counts.
-pub fn assemble(assembly: &Assembly) -> Result<Counts> {
-    let started = std::time::Instant::now();
-    let units = load_units(assembly)?;
-    let first = units.iter().find(|u| u.has_data).map(|u| &u.manifest);
-    let wide = first.is_some_and(|m| m["input_ids_dtype"] == "uint32");
-    let out = OutputDir::create(&assembly.output, assembly.overwrite)?;
-    let result = (|| -> Result<Counts> {
-        // A run of one unit covering every input: its arrays are the dataset's, byte for byte.
-        let whole = match units.as_slice() {
-            [only] if only.has_data && only.spec.shares == 1 => Some(only),
-            _ => None,
-        };
-        let mut outputs = match whole {
-            Some(_) => None,
-            None => Some(Outputs { arrays: ArrayWriters::create(&out, wide)?, ids_size: if wide { 4 } else { 2 }, tokens: 0 }),
-        };
+/// Writes the dataset at `assembly.output` from units that are all finished; returns its counts.
+pub fn assemble(assembly: Assembly) -> Result<Counts> {
+    let report = assembly.report.clone();
+    let mut assembler = Assembler::new(assembly)?;
+    for index in 0..assembler.assembly.units.len() {
+        assembler.add(index, None)?;
+    }
+    assembler.finish(report)
+}
+
+/// The assembly of a run whose units finish one by one: each unit is added as soon as it is
+/// finished ([`Assembler::add`]), and the samples of every piece (a run of whole files, or the
+/// shares of one file) whose units are all in, and of all pieces before it, are written at once,
+/// while the cluster still encodes the later units. [`Assembler::finish`] writes the manifest
+/// and puts the dataset in place; dropped unfinished, it leaves nothing at the output.
+pub struct Assembler {
+    assembly: Assembly,
+    out: Option<OutputDir>,
+    /// Per unit: its manifest (or `rejected_only` record) and whether it holds arrays, once added.
+    added: Vec<Option<(serde_json::Value, bool)>>,
+    /// Unit indices by piece, in input order, shares in order.
+    pieces: Vec<Vec<usize>>,
+    /// Pieces written so far (a prefix of `pieces`).
+    written: usize,
+    /// The one unit of a run of one unit over whole files: linked at the end, never copied.
+    whole: bool,
+    /// The first unit with arrays: every other must agree with its tokenizer, template, options.
+    first: Option<usize>,
+    outputs: Option<Outputs>,
+    rejects: BufWriter<File>,
+    rejects_path: PathBuf,
+    counts: Counts,
+    inputs: Vec<serde_json::Value>,
+    /// Time spent assembling (in `add` and `finish`), for the report.
+    seconds: f64,
+}
+
+impl Assembler {
+    pub fn new(assembly: Assembly) -> Result<Self> {
+        let started = std::time::Instant::now();
+        check_plan(&assembly)?;
+        let pieces = pieces(&assembly.units);
+        let whole = matches!(assembly.units.as_slice(), [only] if only.shares == 1);
+        let out = OutputDir::create(&assembly.output, assembly.overwrite)?;
         let rejects_path = out.file("rejects.jsonl");
-        let mut rejects = BufWriter::new(File::create(&rejects_path).map_err(|e| Error::io(&rejects_path, e))?);
-        let mut counts = Counts::default();
-        let mut inputs = Vec::new();
-        for piece in pieces(&units) {
-            if let Some(outputs) = outputs.as_mut() {
-                copy_samples(&piece, outputs)?;
+        let rejects = match File::create(&rejects_path) {
+            Ok(file) => BufWriter::new(file),
+            Err(e) => {
+                out.abandon();
+                return Err(Error::io(&rejects_path, e));
             }
-            copy_rejects(&piece, assembly, &mut rejects, &mut counts)?;
-            for unit in &piece {
-                add_counts(&mut counts, &unit.manifest, unit.has_data);
+        };
+        Ok(Assembler {
+            added: assembly.units.iter().map(|_| None).collect(),
+            assembly,
+            out: Some(out),
+            pieces,
+            written: 0,
+            whole,
+            first: None,
+            outputs: None,
+            rejects,
+            rejects_path,
+            counts: Counts::default(),
+            inputs: Vec::new(),
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Unit `index` is finished: `rejected_only` as its `UnitSpec` field (given here when the
+    /// unit's run decided it, else the spec's). Writes every piece now complete in order.
+    pub fn add(&mut self, index: usize, rejected_only: Option<serde_json::Value>) -> Result<()> {
+        let started = std::time::Instant::now();
+        let result = self.add_unit(index, rejected_only);
+        self.seconds += started.elapsed().as_secs_f64();
+        result
+    }
+
+    fn add_unit(&mut self, index: usize, rejected_only: Option<serde_json::Value>) -> Result<()> {
+        let Some(spec) = self.assembly.units.get(index) else {
+            return Err(Error::config(format!("assembly: no unit {index}")));
+        };
+        if self.added[index].is_some() {
+            return Err(Error::config(format!("assembly: {} added twice", spec.directory.display())));
+        }
+        let added = match rejected_only.or_else(|| spec.rejected_only.clone()) {
+            Some(record) => (record, false),
+            None => {
+                let path = spec.directory.join("manifest.json");
+                let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+                let manifest = serde_json::from_str(&text).map_err(|e| Error::BadFile { path: path.clone(), detail: e.to_string() })?;
+                (manifest, true)
             }
-            inputs.extend(input_infos(&piece, assembly)?);
+        };
+        if added.1 {
+            self.check_agrees(index, &added.0)?;
         }
-        rejects.flush().map_err(|e| Error::io(&rejects_path, e))?;
-        rejects.into_inner().map_err(|e| Error::io(&rejects_path, e.into_error()))?.sync_all().map_err(|e| Error::io(&rejects_path, e))?;
-        let mut policy = PrepConfig::new(Vec::new(), PathBuf::new(), assembly.output.clone());
-        policy.max_reject_fraction = assembly.max_reject_fraction;
-        if let Err(error) = check_rejects(&policy, &counts) {
-            return Err(keep_rejects(&policy, &rejects_path, error));
+        self.added[index] = Some(added);
+        while self.written < self.pieces.len() && self.pieces[self.written].iter().all(|&u| self.added[u].is_some()) {
+            self.write_piece(self.written)?;
+            self.written += 1;
         }
-        let Some(first) = first else {
+        Ok(())
+    }
+
+    /// A unit's manifest against the first unit's: same format, tokenizer, template, options.
+    fn check_agrees(&mut self, index: usize, manifest: &serde_json::Value) -> Result<()> {
+        let spec = &self.assembly.units[index];
+        let Some(first) = self.first.and_then(|f| self.added[f].as_ref().map(|(m, _)| (f, m))) else {
+            if manifest["format_version"] != FORMAT_VERSION {
+                return Err(Error::BadFile {
+                    path: spec.directory.join("manifest.json"),
+                    detail: format!("format version {}, expected {FORMAT_VERSION}; remove the work directory and run again", manifest["format_version"]),
+                });
+            }
+            self.first = Some(index);
+            return Ok(());
+        };
+        for key in ["tokenizer", "template", "options", "input_ids_dtype", "format_version"] {
+            if manifest[key] != first.1[key] {
+                return Err(Error::BadFile {
+                    path: spec.directory.clone(),
+                    detail: format!("its {key} differs from {}'s; remove the work directory and run again", self.assembly.units[first.0].directory.display()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn write_piece(&mut self, piece: usize) -> Result<()> {
+        let units: Vec<Unit> = self.pieces[piece]
+            .iter()
+            .filter_map(|&u| self.added[u].as_ref().map(|(manifest, has_data)| Unit { spec: &self.assembly.units[u], manifest, has_data: *has_data }))
+            .collect();
+        let units: Vec<&Unit> = units.iter().collect();
+        if !self.whole && self.outputs.is_none() {
+            if let Some(first) = units.iter().find(|u| u.has_data) {
+                let wide = first.manifest["input_ids_dtype"] == "uint32";
+                let Some(out) = self.out.as_ref() else { return Err(Error::config("assembly: already finished")) };
+                self.outputs = Some(Outputs { arrays: ArrayWriters::create(out, wide)?, ids_size: if wide { 4 } else { 2 }, tokens: 0 });
+            }
+        }
+        if let Some(outputs) = self.outputs.as_mut() {
+            copy_samples(&units, outputs)?;
+        }
+        copy_rejects(&units, &self.assembly, &mut self.rejects, &mut self.counts)?;
+        for unit in &units {
+            add_counts(&mut self.counts, unit.manifest, unit.has_data);
+        }
+        self.inputs.extend(input_infos(&units, &self.assembly)?);
+        Ok(())
+    }
+
+    /// Every unit added: checks the reject bar, writes the manifest and `report` (as
+    /// `report.json`, the assembly's seconds added) and puts the dataset in place.
+    pub fn finish(mut self, report: serde_json::Map<String, serde_json::Value>) -> Result<Counts> {
+        let started = std::time::Instant::now();
+        let Some(out) = self.out.take() else { return Err(Error::config("assembly: already finished")) };
+        match self.write_rest(&out, report, started) {
+            Ok(counts) => {
+                out.commit()?;
+                Ok(counts)
+            }
+            Err(error) => {
+                out.abandon();
+                Err(error)
+            }
+        }
+    }
+
+    fn write_rest(&mut self, out: &OutputDir, mut report: serde_json::Map<String, serde_json::Value>, started: std::time::Instant) -> Result<Counts> {
+        if let Some(missing) = self.added.iter().position(Option::is_none) {
+            return Err(Error::config(format!("assembly: unit {} was never added", self.assembly.units[missing].directory.display())));
+        }
+        let rejects_path = &self.rejects_path;
+        self.rejects.flush().map_err(|e| Error::io(rejects_path, e))?;
+        self.rejects.get_ref().sync_all().map_err(|e| Error::io(rejects_path, e))?;
+        let mut policy = PrepConfig::new(Vec::new(), PathBuf::new(), self.assembly.output.clone());
+        policy.max_reject_fraction = self.assembly.max_reject_fraction;
+        if let Err(error) = check_rejects(&policy, &self.counts) {
+            return Err(keep_rejects(&policy, rejects_path, error));
+        }
+        let Some((first, _)) = self.first.and_then(|f| self.added[f].as_ref()) else {
             return Err(Error::config("no work unit wrote a dataset: every record of every input was rejected"));
         };
-        let array_sha256 = match (outputs, whole) {
-            (Some(outputs), _) => outputs.arrays.finish()?,
-            (None, Some(unit)) => link_arrays(unit, &out)?,
-            (None, None) => return Err(Error::config("assembly: no arrays written")),
+        let array_sha256 = match self.outputs.take() {
+            Some(outputs) => outputs.arrays.finish()?,
+            None if self.whole => link_arrays(&self.assembly.units[0], first, out)?,
+            None => return Err(Error::config("assembly: no arrays written")),
         };
+        let wide = first["input_ids_dtype"] == "uint32";
         let mut options = first["options"].clone();
-        if let Some(template) = &assembly.template {
+        if let Some(template) = &self.assembly.template {
             options["template"] = serde_json::Value::String(template.clone());
         }
         let parts = ManifestParts {
             tokenizer: first["tokenizer"].clone(),
             template: first["template"].clone(),
             options,
-            inputs: serde_json::Value::Array(inputs),
+            inputs: serde_json::Value::Array(std::mem::take(&mut self.inputs)),
             shard: Shard::WHOLE,
             input_ids_dtype: if wide { "uint32" } else { "uint16" }.to_string(),
         };
-        let plan_inputs: Vec<(String, u64)> = assembly.files.iter().cloned().zip(assembly.sizes.iter().copied()).collect();
-        write_manifest(&out.file("manifest.json"), build(&parts, &plan_inputs, &counts), array_sha256)?;
-        write_report(&out.file("report.json"), assembly, &counts, started.elapsed().as_secs_f64())?;
-        Ok(counts)
-    })();
-    match result {
-        Ok(counts) => {
-            out.commit()?;
-            Ok(counts)
-        }
-        Err(error) => {
+        let plan_inputs: Vec<(String, u64)> = self.assembly.files.iter().cloned().zip(self.assembly.sizes.iter().copied()).collect();
+        write_manifest(&out.file("manifest.json"), build(&parts, &plan_inputs, &self.counts), array_sha256)?;
+        let assemble_seconds = self.seconds + started.elapsed().as_secs_f64();
+        let seconds = report.get("seconds").and_then(|s| s.as_f64()).unwrap_or(0.0) + assemble_seconds;
+        report.insert("seconds".into(), seconds.into());
+        report.insert("assemble_seconds".into(), assemble_seconds.into());
+        report.insert("records_per_second".into(), (self.counts.read as f64 / seconds.max(1e-9)).into());
+        report.insert("tokens_per_second".into(), (self.counts.tokens as f64 / seconds.max(1e-9)).into());
+        write_file(&out.file("report.json"), format!("{:#}\n", serde_json::Value::Object(report)).as_bytes())?;
+        Ok(std::mem::take(&mut self.counts))
+    }
+}
+
+impl Drop for Assembler {
+    /// Dropped before `finish` (a unit failed, the driver stopped): nothing at the output.
+    fn drop(&mut self) {
+        if let Some(out) = self.out.take() {
             out.abandon();
-            Err(error)
         }
     }
 }
@@ -158,13 +308,13 @@ pub fn assemble(assembly: &Assembly) -> Result<Counts> {
 /// links (the work directory is beside the output, on the same filesystem; a copy where it is
 /// not), with the unit's own checksums. The unit stays intact, for a re-run should this one fail.
 /// Measured: 0.09 s of copying and hashing saved per 9.2M tokens (benches/RESULTS.md).
-fn link_arrays(unit: &Unit, out: &OutputDir) -> Result<serde_json::Value> {
-    let sums = &unit.manifest["array_sha256"];
+fn link_arrays(unit: &UnitSpec, manifest: &serde_json::Value, out: &OutputDir) -> Result<serde_json::Value> {
+    let sums = &manifest["array_sha256"];
     for name in ARRAY_FILES {
         if !sums[name].is_string() {
-            return Err(Error::BadFile { path: unit.spec.directory.join("manifest.json"), detail: format!("no checksum for {name}") });
+            return Err(Error::BadFile { path: unit.directory.join("manifest.json"), detail: format!("no checksum for {name}") });
         }
-        let (source, target) = (unit.spec.directory.join(name), out.file(name));
+        let (source, target) = (unit.directory.join(name), out.file(name));
         if std::fs::hard_link(&source, &target).is_err() {
             std::fs::copy(&source, &target).map_err(|e| Error::io(&source, e))?;
         }
@@ -172,59 +322,29 @@ fn link_arrays(unit: &Unit, out: &OutputDir) -> Result<serde_json::Value> {
     Ok(sums.clone())
 }
 
-fn load_units(assembly: &Assembly) -> Result<Vec<Unit<'_>>> {
+fn check_plan(assembly: &Assembly) -> Result<()> {
     if assembly.files.len() != assembly.sizes.len() || assembly.files.len() != assembly.read_as.len() {
         return Err(Error::config("assembly: files, sizes and read_as differ in length"));
     }
-    let mut units = Vec::with_capacity(assembly.units.len());
     for spec in &assembly.units {
         if spec.files.is_empty() || spec.files.iter().any(|&i| i >= assembly.files.len()) || spec.share >= spec.shares {
             return Err(Error::config(format!("{}: not a unit of these inputs", spec.directory.display())));
         }
-        let unit = match &spec.rejected_only {
-            Some(record) => Unit { spec, manifest: record.clone(), has_data: false },
-            None => {
-                let path = spec.directory.join("manifest.json");
-                let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-                let manifest = serde_json::from_str(&text).map_err(|e| Error::BadFile { path: path.clone(), detail: e.to_string() })?;
-                Unit { spec, manifest, has_data: true }
-            }
-        };
-        units.push(unit);
     }
-    let mut with_data = units.iter().filter(|u| u.has_data);
-    if let Some(first) = with_data.next() {
-        if first.manifest["format_version"] != FORMAT_VERSION {
-            return Err(Error::BadFile {
-                path: first.spec.directory.join("manifest.json"),
-                detail: format!("format version {}, expected {FORMAT_VERSION}; remove the work directory and run again", first.manifest["format_version"]),
-            });
-        }
-        for unit in with_data {
-            for key in ["tokenizer", "template", "options", "input_ids_dtype", "format_version"] {
-                if unit.manifest[key] != first.manifest[key] {
-                    return Err(Error::BadFile {
-                        path: unit.spec.directory.clone(),
-                        detail: format!("its {key} differs from {}'s; remove the work directory and run again", first.spec.directory.display()),
-                    });
-                }
-            }
-        }
-    }
-    Ok(units)
+    Ok(())
 }
 
-/// Units grouped by what they cover (a run of whole files, or the shares of one file), in input
-/// order, shares in order.
-fn pieces<'a, 'b>(units: &'b [Unit<'a>]) -> Vec<Vec<&'b Unit<'a>>> {
-    let mut grouped: BTreeMap<&[usize], Vec<&Unit>> = BTreeMap::new();
-    for unit in units {
-        grouped.entry(&unit.spec.files).or_default().push(unit);
+/// Unit indices grouped by what they cover (a run of whole files, or the shares of one file), in
+/// input order, shares in order.
+fn pieces(units: &[UnitSpec]) -> Vec<Vec<usize>> {
+    let mut grouped: BTreeMap<&[usize], Vec<usize>> = BTreeMap::new();
+    for (index, unit) in units.iter().enumerate() {
+        grouped.entry(&unit.files).or_default().push(index);
     }
     grouped
         .into_values()
         .map(|mut group| {
-            group.sort_by_key(|u| u.spec.share);
+            group.sort_by_key(|&u| units[u].share);
             group
         })
         .collect()
@@ -418,16 +538,6 @@ impl ShareCursor {
     }
 }
 
-fn write_report(path: &Path, assembly: &Assembly, counts: &Counts, assemble_seconds: f64) -> Result<()> {
-    let mut report = assembly.report.clone();
-    let seconds = report.get("seconds").and_then(|s| s.as_f64()).unwrap_or(0.0) + assemble_seconds;
-    report.insert("seconds".into(), seconds.into());
-    report.insert("assemble_seconds".into(), assemble_seconds.into());
-    report.insert("records_per_second".into(), (counts.read as f64 / seconds.max(1e-9)).into());
-    report.insert("tokens_per_second".into(), (counts.tokens as f64 / seconds.max(1e-9)).into());
-    write_file(path, format!("{:#}\n", serde_json::Value::Object(report)).as_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,25 +571,25 @@ mod tests {
         std::fs::write(path, text).unwrap();
     }
 
-    #[test]
-    fn units_assemble_into_the_bytes_of_one_run() {
-        let dir = tempfile::tempdir().unwrap();
-        let inputs = vec![dir.path().join("a.jsonl"), dir.path().join("b.jsonl"), dir.path().join("c.jsonl")];
+    /// Three files prepared whole, then as units: files 0-1 as one unit, file 2 as three
+    /// round-robin shares. Returns the directory of the whole run and the assembly of the units.
+    fn whole_and_units(dir: &Path) -> (PathBuf, Assembly) {
+        std::fs::create_dir_all(dir).unwrap();
+        let inputs = vec![dir.join("a.jsonl"), dir.join("b.jsonl"), dir.join("c.jsonl")];
         for (path, tag) in inputs.iter().zip(["a", "b", "c"]) {
             corpus(path, tag);
         }
-        prep(&inputs, &dir.path().join("whole"), Shard::WHOLE);
-        // Files 0-1 as one unit, file 2 as three round-robin shares.
-        prep(&inputs[..2], &dir.path().join("u01"), Shard::WHOLE);
-        let mut units = vec![spec(&dir.path().join("u01"), vec![0, 1], 0, 1)];
+        prep(&inputs, &dir.join("whole"), Shard::WHOLE);
+        prep(&inputs[..2], &dir.join("u01"), Shard::WHOLE);
+        let mut units = vec![spec(&dir.join("u01"), vec![0, 1], 0, 1)];
         for k in 0..3 {
-            let unit = dir.path().join(format!("u2-{k}"));
+            let unit = dir.join(format!("u2-{k}"));
             prep(&inputs[2..], &unit, Shard { index: k, count: 3 });
             units.push(spec(&unit, vec![2], k, 3));
         }
         let names: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
         let assembly = Assembly {
-            output: dir.path().join("assembled"),
+            output: dir.join("assembled"),
             overwrite: false,
             max_reject_fraction: None,
             sizes: inputs.iter().map(|p| std::fs::metadata(p).unwrap().len()).collect(),
@@ -489,11 +599,49 @@ mod tests {
             units,
             report: serde_json::Map::new(),
         };
-        let counts = assemble(&assembly).unwrap();
-        assert_eq!((counts.read, counts.rejected), (123, 3));
+        (dir.join("whole"), assembly)
+    }
+
+    fn assert_same_bytes(whole: &Path, assembled: &Path) {
         for name in [ARRAY_FILES.as_slice(), &["rejects.jsonl", "manifest.json"]].concat() {
-            let whole = std::fs::read(dir.path().join("whole").join(name)).unwrap();
-            assert_eq!(std::fs::read(dir.path().join("assembled").join(name)).unwrap(), whole, "{name} differs");
+            let expected = std::fs::read(whole.join(name)).unwrap();
+            assert_eq!(std::fs::read(assembled.join(name)).unwrap(), expected, "{name} differs");
         }
+    }
+
+    #[test]
+    fn units_assemble_into_the_bytes_of_one_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let (whole, assembly) = whole_and_units(dir.path());
+        let counts = assemble(assembly).unwrap();
+        assert_eq!((counts.read, counts.rejected), (123, 3));
+        assert_same_bytes(&whole, &dir.path().join("assembled"));
+    }
+
+    #[test]
+    fn units_added_as_they_finish_in_any_order_give_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (whole, assembly) = whole_and_units(dir.path());
+        let output = assembly.output.clone();
+        let mut assembler = Assembler::new(assembly).unwrap();
+        // Shares first, then the unit before them: nothing can be written until it is in.
+        for index in [3, 1, 2] {
+            assembler.add(index, None).unwrap();
+            assert_eq!(assembler.written, 0);
+        }
+        assembler.add(0, None).unwrap();
+        assert_eq!(assembler.written, 2, "both pieces written once the first unit is in");
+        assert!(assembler.add(0, None).is_err(), "a unit added twice is refused");
+        assembler.finish(serde_json::Map::new()).unwrap();
+        assert_same_bytes(&whole, &output);
+
+        // Dropped before `finish` (a unit failed): no output, no temporary directory.
+        let (_, mut again) = whole_and_units(&dir.path().join("again"));
+        again.output = dir.path().join("dropped");
+        let mut assembler = Assembler::new(again).unwrap();
+        assembler.add(0, None).unwrap();
+        drop(assembler);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert!(!left.iter().any(|n| n.contains("dropped")), "{left:?}");
     }
 }

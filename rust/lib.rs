@@ -11,6 +11,7 @@ pub mod assemble;
 pub mod conversation;
 pub mod decode;
 pub mod encode;
+pub mod encoder_reuse;
 pub mod error;
 pub mod fastbpe;
 pub mod hashing;

@@ -14,6 +14,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use crate::encode::{EncodeOptions, Encoded, Encoder};
+use crate::encoder_reuse;
 use crate::options::EncoderOptions;
 use crate::error::{Error, Result};
 use crate::schema::{Reject, SchemaOptions};
@@ -123,9 +124,10 @@ struct DatasetFiles {
 pub fn run(config: &PrepConfig, should_stop: &dyn Fn() -> bool) -> Result<Summary> {
     let started = Instant::now();
     tokenizers::utils::parallelism::set_parallelism(false);
-    let encoder = Encoder::load(&config.tokenizer, config.template.as_deref(), config.schema.clone(), config.encode.clone())?;
+    let encoder = encoder_reuse::load(&config.tokenizer, config.template.as_deref(), config.schema.clone(), config.encode.clone())?;
+    let encoder = &*encoder;
     let mut source = Source::new(config.inputs.clone())?.with_shard(config.shard);
-    if let Some(done) = completed_shard(config, &encoder)? {
+    if let Some(done) = completed_shard(config, encoder)? {
         return Ok(done);
     }
     let threads = if config.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { config.threads };
@@ -135,7 +137,7 @@ pub fn run(config: &PrepConfig, should_stop: &dyn Fn() -> bool) -> Result<Summar
         .build()
         .map_err(|e| Error::config(format!("cannot start {threads} threads: {e}")))?;
     let out = OutputDir::create(&config.output, config.overwrite)?;
-    let result = write_dataset(config, &encoder, &mut source, &pool, &out, should_stop, started, threads);
+    let result = write_dataset(config, encoder, &mut source, &pool, &out, should_stop, started, threads);
     match result {
         Ok(counts) => {
             out.commit()?;

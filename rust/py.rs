@@ -29,6 +29,13 @@ fn mask_array<'py>(py: Python<'py>, mask: &[u8]) -> PyResult<Bound<'py, PyAny>> 
     to_numpy(py, mask, "uint8")
 }
 
+/// Keep the last encoder loaded, for this process's next `prep` with the same tokenizer,
+/// template and options (rust/encoder_reuse.rs): for processes that run many (Ray workers).
+#[pyfunction]
+fn reuse_encoders(enabled: bool) {
+    crate::encoder_reuse::set_enabled(enabled);
+}
+
 /// Runs the whole pipeline; returns the summary as a dict. `options`: the JSON of
 /// `{"encoder": EncodeOptions fields, "run": the run's}` (`fastsft.config`), by name.
 #[pyfunction]
@@ -318,12 +325,14 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("FastSFTError", m.py().import("fastsft.errors")?.getattr("FastSFTError")?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(prep, m)?)?;
+    m.add_function(wrap_pyfunction!(reuse_encoders, m)?)?;
     m.add_function(wrap_pyfunction!(pack, m)?)?;
     m.add_function(wrap_pyfunction!(encoder_option_defaults, m)?)?;
     m.add_function(wrap_pyfunction!(crate::py_errors::error_classes, m)?)?;
     m.add_function(wrap_pyfunction!(crate::py_errors::raise_error_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(py_batch::encode_batch_arrays, m)?)?;
     m.add_function(wrap_pyfunction!(py_assemble::assemble_units, m)?)?;
+    m.add_class::<py_assemble::UnitAssembler>()?;
     m.add_class::<RecordEncoder>()?;
     m.add_class::<TokenDecoder>()?;
     m.add_class::<crate::py_reader::InputRecords>()?;

@@ -263,13 +263,16 @@ def test_plan_units_groups_small_files_splits_large_ones_and_keeps_its_layout(tm
     assert [(u.files, u.share, u.shares, u.directory) for u in again] == [
         (u.files, u.share, u.shares, u.directory) for u in units
     ]
-    # Below MIN_UNIT_BYTES (32 MiB) a unit takes up to unit_bytes whatever the slots: one unit here.
+    # Below MIN_UNIT_BYTES (8 MiB) a unit takes up to unit_bytes whatever the slots: one unit here.
     fresh = plan_units(sizes, tmp_path / "other", unit_bytes=10_000, slots=2)
     assert [(u.files, u.shares) for u in fresh] == [([0, 1, 2, 3, 4, 5], 1)]
-    # Above it, about one unit per slot: 4,400 bytes over 2 slots, 2,200 a unit.
+    # Above it, about UNITS_PER_SLOT (4) units per slot: 4,400 bytes over 8 units, 550 a unit; a
+    # file is read as shares only when larger than a slot's part (2,200): the 2,500 bytes as 2
+    # shares, the 900 bytes whole.
     monkeypatch.setattr("fastsft.ray_engine.MIN_UNIT_BYTES", 100)
     by_slots = plan_units(sizes, tmp_path / "slots", unit_bytes=10_000, slots=2)
-    assert [(u.files, u.shares) for u in by_slots] == [([0, 1, 2], 1), ([3], 2), ([3], 2), ([4, 5], 1)]
-    # Files of nearly equal sizes: one unit per slot, not a third for the file that overflows.
-    balanced = plan_units([100] * 11 + [120], tmp_path / "balanced", unit_bytes=10_000, slots=2)
-    assert [u.files for u in balanced] == [list(range(6)), list(range(6, 12))]
+    assert [(u.files, u.shares) for u in by_slots] == [([0, 1], 1), ([2], 1), ([3], 2), ([3], 2), ([4], 1), ([5], 1)]
+    # Files of nearly equal sizes, one slot: 1,220 bytes, 305 a unit: 4 units of 3 files, not a
+    # fifth for the last file, whose end overflows its unit but whose middle byte does not.
+    balanced = plan_units([100] * 11 + [120], tmp_path / "balanced", unit_bytes=10_000, slots=1)
+    assert [u.files for u in balanced] == [[k, k + 1, k + 2] for k in range(0, 12, 3)]

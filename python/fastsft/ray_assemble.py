@@ -45,6 +45,22 @@ class Unit:
         return self.directory.name
 
 
+def _plan_json(units: list[Unit], **plan: Any) -> dict[str, Any]:
+    plan["output"] = os.fspath(plan["output"])
+    plan["units"] = [
+        {
+            "directory": os.fspath(u.directory),
+            "files": u.files,
+            "share": u.share,
+            "shares": u.shares,
+            "rejected_only": u.rejected_only,
+            "read_as": u.read_as,
+        }
+        for u in units
+    ]
+    return plan
+
+
 def assemble(
     units: list[Unit],
     *,
@@ -63,26 +79,40 @@ def assemble(
     them), `read_as`: as the units read them (the paths their reject lines name). `template`: as
     the user named it. `report`: written as `report.json`, with the assembly's time added.
     Raises TooManyRejectsError (the rejects kept at `OUTPUT.rejects.jsonl`) as a local run does."""
-    assembly = {
-        "output": os.fspath(output),
-        "overwrite": overwrite,
-        "max_reject_fraction": max_reject_fraction,
-        "files": files,
-        "sizes": sizes,
-        "read_as": read_as,
-        "template": template,
-        "units": [
-            {
-                "directory": os.fspath(u.directory),
-                "files": u.files,
-                "share": u.share,
-                "shares": u.shares,
-                "rejected_only": u.rejected_only,
-                "read_as": u.read_as,
-            }
-            for u in units
-        ],
-        "report": report,
-    }
+    assembly = _plan_json(
+        units,
+        output=output,
+        overwrite=overwrite,
+        max_reject_fraction=max_reject_fraction,
+        files=files,
+        sizes=sizes,
+        read_as=read_as,
+        template=template,
+        report=report,
+    )
     counts: dict[str, Any] = json.loads(_core.assemble_units(json.dumps(assembly, ensure_ascii=False)))
     return counts
+
+
+class UnitByUnit:
+    """The same assembly, fed unit by unit as units finish (`add`, in any order): the samples of
+    every unit whose predecessors are all in are written at once, while later units still
+    encode, so that little is left to copy and hash once the last unit is done. The arguments are
+    `assemble`'s, less `report` (given to `finish`). Until `finish` the dataset is under a
+    temporary name; `abandon` (or an error in `add` or `finish`) removes it."""
+
+    def __init__(self, units: list[Unit], **plan: Any) -> None:
+        self._index = {id(u): k for k, u in enumerate(units)}
+        plan_json = _plan_json(units, report={}, **plan)
+        self._core = _core.UnitAssembler(json.dumps(plan_json, ensure_ascii=False))
+
+    def add(self, unit: Unit) -> None:
+        rejected_only = None if unit.rejected_only is None else json.dumps(unit.rejected_only, ensure_ascii=False)
+        self._core.add(self._index[id(unit)], rejected_only)
+
+    def finish(self, report: dict[str, Any]) -> dict[str, Any]:
+        counts: dict[str, Any] = json.loads(self._core.finish(json.dumps(report)))
+        return counts
+
+    def abandon(self) -> None:
+        self._core.abandon()

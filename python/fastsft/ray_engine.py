@@ -38,6 +38,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ from fastsft.errors import (
     UsageError,
 )
 from fastsft.prep import expand_inputs
-from fastsft.ray_assemble import Unit, assemble
+from fastsft.ray_assemble import Unit, UnitByUnit, assemble
 from fastsft.ray_storage import (
     Place,
     check_bucket,
@@ -75,12 +76,15 @@ from fastsft.tokenizer_path import locate_tokenizer
 
 # At most 1 GiB of input per unit: a share of a split file reads the whole file (skipping the
 # other shares' records), so shares cost a re-read each; at this size a unit encodes for a minute
-# or more on one core. At least 32 MiB (~3 s on one core): a unit's start (tokenizer from its
-# cache, template, files) costs less than a whole warm `fastsft prep` of one conversation, measured
-# 0.13-0.17 s, and at 128 MiB a 130 MB corpus ran as one unit on one of two CPUs (0.53x `prep`'s
-# wall time against 0.77x as two units, benches/RESULTS.md).
+# or more on one core. About UNITS_PER_SLOT units per slot: Ray hands the next unit to whichever
+# worker is free, which evens out units that take longer than their bytes say (text that costs
+# more tokens per byte), and the driver assembles the finished units while the others still
+# encode. At least 8 MiB (~0.5 s on one core): a worker keeps its encoder from unit to unit
+# (`_core.reuse_encoders`), so a unit's start is its files and Ray's dispatch, a few ms.
+# Measured in benches/RESULTS.md ("Issue 17, session 21").
 DEFAULT_UNIT_BYTES = 1 << 30
-MIN_UNIT_BYTES = 32 << 20
+MIN_UNIT_BYTES = 8 << 20
+UNITS_PER_SLOT = 4
 _REMOTE_ENCODE_UNIT: Any = None
 
 
@@ -147,9 +151,27 @@ def prep_on_ray(
                     if all(places[i].local for i in unit.files)
                     else unit_read_as([places[i] for i in unit.files], scratch, unit.name)
                 )
-            reused, nodes, unit_seconds = _run_units(
-                ray, units, places, files, tokenizer_dir, core_options, cpus_per_unit, max_retries, opts.progress, scratch
+            assembly_plan: dict[str, Any] = dict(
+                files=files,
+                sizes=[_plan_size(place, size) for place, (size, _) in zip(places, stamps)],
+                read_as=[place.path for place in places],
+                overwrite=opts.overwrite or not out.local,
+                max_reject_fraction=opts.max_reject_fraction,
+                # The units were given a template file by its absolute path: the manifest names it as the user did.
+                template=opts.template,
             )
+            # Local units are assembled as they finish, in order, while later ones still encode;
+            # units on a store are fetched once all are done.
+            streaming = UnitByUnit(units, output=Path(out.path), **assembly_plan) if work.local and len(units) > 1 else None
+            try:
+                reused, nodes, unit_seconds = _run_units(
+                    ray, units, places, files, tokenizer_dir, core_options, cpus_per_unit, max_retries, opts.progress, scratch,
+                    on_done=streaming.add if streaming else None,
+                )  # fmt: skip
+            except BaseException:
+                if streaming:
+                    streaming.abandon()
+                raise
         finally:
             if started_ray:
                 ray.shutdown()
@@ -169,18 +191,10 @@ def prep_on_ray(
             _fetch_units(units, work)
         target = out.path if out.local else os.path.join(scratch, "dataset")
         try:
-            counts = assemble(
-                units,
-                files=files,
-                sizes=[_plan_size(place, size) for place, (size, _) in zip(places, stamps)],
-                read_as=[place.path for place in places],
-                output=Path(target),
-                overwrite=opts.overwrite or not out.local,
-                max_reject_fraction=opts.max_reject_fraction,
-                # The units were given a template file by its absolute path: the manifest names it as the user did.
-                template=opts.template,
-                report=report,
-            )
+            if streaming:
+                counts = streaming.finish(report)
+            else:
+                counts = assemble(units, output=Path(target), report=report, **assembly_plan)
         except TooManyRejectsError as error:
             if out.local:
                 raise
@@ -322,10 +336,11 @@ def _input_bytes(path: str) -> int:
 
 def plan_units(sizes: list[int], work: Place | Path, unit_bytes: int, slots: int, scratch: str = "") -> list[Unit]:
     """The work units, as an earlier run of the same plan laid them out (`units.json`), or anew:
-    about one unit per slot (cluster CPUs / CPUs per unit), none smaller than `MIN_UNIT_BYTES`
-    (each unit pays a fixed start) nor larger than `unit_bytes`. Consecutive
-    small files (of `sizes` bytes) share a unit, each in the unit its middle byte falls in; a file
-    larger than a unit is read as shares.
+    about `UNITS_PER_SLOT` units per slot (cluster CPUs / CPUs per unit), none smaller than
+    `MIN_UNIT_BYTES` (each unit pays a fixed start) nor larger than `unit_bytes`. Consecutive
+    small files (of `sizes` bytes) share a unit, each in the unit its middle byte falls in. A file
+    larger than a slot's share of the whole is read as shares: each share reads the whole file,
+    so a file is split only as far as the slots need, never for the finer units.
     A unit's directory is in `work` when local, else (a store) the driver's copy in `scratch`."""
     if isinstance(work, Path):
         work = Place(None, os.fspath(work), os.fspath(work))
@@ -334,19 +349,26 @@ def plan_units(sizes: list[int], work: Place | Path, unit_bytes: int, slots: int
     if exists(layout_place):
         layout = json.loads(read_text(layout_place))
     else:
-        size = min(unit_bytes, max(min(MIN_UNIT_BYTES, unit_bytes), math.ceil(sum(sizes) / slots)))
+
+        def bounded(size: int) -> int:
+            return min(unit_bytes, max(min(MIN_UNIT_BYTES, unit_bytes), size))
+
+        group_size = bounded(math.ceil(sum(sizes) / (slots * UNITS_PER_SLOT)))
+        split_size = bounded(math.ceil(sum(sizes) / slots))
         group: list[int] = []
         group_bytes = 0
         for index, file_bytes in enumerate(sizes):
-            # A file joins the unit its middle byte falls in: a unit per slot, not one more for a
-            # few files that overflow (measured: 5 + 5 + 2 files on 2 CPUs, the last alone).
-            fits = group_bytes + file_bytes / 2 <= size and group_bytes + file_bytes <= unit_bytes
-            if group and (not fits or file_bytes > size):
+            # A file joins the unit its middle byte falls in: no extra unit for a few files that
+            # overflow (measured: 5 + 5 + 2 files on 2 CPUs, the last alone).
+            fits = group_bytes + file_bytes / 2 <= group_size and group_bytes + file_bytes <= unit_bytes
+            if group and (not fits or file_bytes > group_size):
                 layout.append({"files": group, "share": 0, "shares": 1})
                 group, group_bytes = [], 0
-            if file_bytes > size:
-                shares = math.ceil(file_bytes / size)
+            if file_bytes > split_size:
+                shares = math.ceil(file_bytes / split_size)
                 layout.extend({"files": [index], "share": k, "shares": shares} for k in range(shares))
+            elif file_bytes > group_size:
+                layout.append({"files": [index], "share": 0, "shares": 1})
             else:
                 group.append(index)
                 group_bytes += file_bytes
@@ -387,32 +409,41 @@ def _run_units(
     max_retries: int,
     progress: bool,
     scratch: str,
+    on_done: Callable[[Unit], None] | None = None,
 ) -> tuple[int, int, list[float]]:
     """Runs every unfinished unit as a Ray task; returns how many finished units were reused, on
-    how many nodes the others ran, and the seconds each one's pipeline took."""
+    how many nodes the others ran, and the seconds each one's pipeline took. `on_done` is called
+    with each unit in plan order, as soon as it and every unit before it are finished."""
     global _REMOTE_ENCODE_UNIT
     if _REMOTE_ENCODE_UNIT is None:
         # Made once per process: a new remote function is pickled and exported again.
         _REMOTE_ENCODE_UNIT = ray.remote(encode_unit)
     task = _REMOTE_ENCODE_UNIT.options(num_cpus=cpus_per_unit, max_retries=max_retries, retry_exceptions=False)
-    pending, reused, nodes, unit_seconds = [], 0, set(), []
+    pending: list[tuple[Unit, Any]] = []
+    reused, nodes, unit_seconds = 0, set[str](), list[float]()
     for unit in units:
         done = finished(unit.staged)
         if done is not None:
             unit.rejected_only = done or None
             reused += 1
+            pending.append((unit, None))
             continue
         inputs = [places[i] for i in unit.files]
         pending.append((unit, task.remote(inputs, tokenizer_dir, unit.staged, scratch, unit.shares, unit.share, core_options)))
     try:
+        # In plan order: each unit is handed to `on_done` once it and all before it are done.
         for position, (unit, ref) in enumerate(pending, 1):
+            if ref is None:
+                if on_done:
+                    on_done(unit)
+                continue
             try:
                 result = ray.get(ref)
                 unit.rejected_only = result["rejected_only"]
                 nodes.add(result["node"])
                 unit_seconds.append(result["seconds"])
                 if progress:
-                    print(f"fastsft prep: {reused + position} of {len(units)} work units done", file=sys.stderr, flush=True)
+                    print(f"fastsft prep: {position} of {len(units)} work units done", file=sys.stderr, flush=True)
             except ray.exceptions.RayTaskError as error:
                 # The unit's own error (a strict reject, an unreadable input): as a local run raises it.
                 cause = getattr(error, "cause", None)
@@ -425,13 +456,15 @@ def _run_units(
                     f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); nothing was written at the "
                     "output; run the same command again: the units that finished are kept and reused"
                 ) from None
+            if on_done:
+                on_done(unit)
     except BaseException:
         # The other units run to their end (and are kept: a re-run reuses them) before the error is
         # raised and the caller shuts Ray down. Cancelling them is not safe in Ray 2.60: a
         # force-cancelled task's late reply, or any reply reaching a driver already shut down, trips
         # a check in its task manager (task_manager.cc, "it != submissible_tasks_.end()") that ends
         # the whole driver process with exit status 1.
-        refs = [ref for _, ref in pending]
+        refs = [ref for _, ref in pending if ref is not None]
         with contextlib.suppress(Exception):
             ray.wait(refs, num_returns=len(refs), fetch_local=False)
         raise

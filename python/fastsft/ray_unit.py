@@ -63,6 +63,8 @@ def encode_unit(
     so the rejects are kept in the unit's directory with its counts (`rejected-only.json`)."""
     import ray
 
+    # A worker runs unit after unit: the encoder loaded for the first serves the next ones.
+    _core.reuse_encoders(True)
     node = ray.get_runtime_context().get_node_id()
     _, name = unit_place.parent_and_name()
     local_scratch = os.path.join(scratch, name)
