@@ -147,6 +147,12 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=1, help="CPUs of the local Ray, and prep's threads")
     parser.add_argument("--no-batch", action="store_true", help="skip the encode_batch timings")
     parser.add_argument(
+        "--unit-threads",
+        type=int,
+        default=0,
+        help="CPUs (and encoding threads) per Ray work unit (0: the engine's default, a node's CPUs)",
+    )
+    parser.add_argument(
         "--corpus", choices=["copies", "distinct"], default="copies", help="shipped corpora copied, or distinct real text"
     )
     parser.add_argument("--conversations", type=int, default=110_000, help="records of the distinct corpus")
@@ -160,7 +166,7 @@ def main() -> None:
         else:
             files = make_corpus(work, args.copies, args.files)
         size = sum(os.path.getsize(f) for f in files)
-        options = {"max_len": 4096, "threads": 1, "overwrite": True}
+        options = {"max_len": 4096, "threads": args.unit_threads, "overwrite": True}
         prep_options = {**options, "threads": args.cpus}  # Ray: one CPU per unit, `--cpus` units at once
         # Ray lowers its workers' priority (niceness 15) so that its own daemons stay responsive; on
         # a machine shared with other work that alone slows them against `prep` at niceness 0.

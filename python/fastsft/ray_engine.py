@@ -1,13 +1,15 @@
 """`fastsft prep --engine ray`: prepares the inputs on a Ray cluster into one dataset.
 
-The work is split into units (`plan_units`): runs of consecutive input files, about one unit per
-CPU of the cluster, and for a file larger than a unit one unit per round-robin share of its
-records (`--num-shards K --shard-index k` of that file alone). Each unit is a Ray task
-(`ray_unit.py`) that runs the Rust pipeline itself (`_core.prep`) into its own atomic directory
-under a work directory beside the output (`.OUT.fastsft-ray-PLAN/`). The driver then hands the
-units to the Rust core (`ray_assemble.py`, rust/assemble.rs), which writes the one dataset and its
-manifest under a temporary name and renames it into place. Inputs and output may also be on an
-object store (`ray_storage.py`): units are then staged there and the dataset uploaded.
+The work is split into units (`plan_units`): runs of consecutive input files, about four units
+per node (a node runs one unit at a time on all its CPUs: `_cpus_per_unit`), and for a file
+larger than a node's part one unit per round-robin share of its records (`--num-shards K
+--shard-index k` of that file alone). Each unit is a Ray task (`ray_unit.py`) that runs the Rust
+pipeline itself (`_core.prep`) into its own atomic directory under a work directory beside the
+output (`.OUT.fastsft-ray-PLAN/`). As units finish, the driver hands them in order to the Rust
+core (`ray_assemble.py`, rust/assemble.rs), which writes their samples into the one dataset while
+later units still encode, then its manifest, under a temporary name renamed into place. Inputs
+and output may also be on an object store (`ray_storage.py`): units are then staged there and
+assembled once all are done, and the dataset uploaded.
 
 Why the whole pipeline per unit rather than Ray Data batches through `encode_batch`: the units'
 rejects, masks and bytes are the single-machine ones by construction (the same code writes them);
@@ -15,8 +17,8 @@ tokens never leave Rust on the way to disk (no Arrow or Python objects between p
 the finished `.npy` files on shared storage); and a finished unit is a committed directory, so a
 killed worker costs its one unit (Ray retries it) and a re-run of a failed job reuses every unit
 that finished. The price: with more than one unit the assembly copies the arrays once more and
-hashes them, serially (a run of one unit links its arrays instead); and each share of a split
-file reads the whole file, skipping the other shares' records.
+hashes them (while later units encode; a run of one unit links its arrays instead); and each
+share of a split file reads the whole file, skipping the other shares' records.
 
 Atomicity (DESIGN §5): units are written under temporary names by the pipeline; the dataset is
 written under `.OUT.fastsft-tmp-PID` and renamed to `OUT` only when complete; the work directory
@@ -107,8 +109,8 @@ def prep_on_ray(
     (`s3://bucket/key`, any `pyarrow.fs` filesystem: `ray_storage.py`), read and written through
     `filesystem` when given (a `pyarrow.fs.FileSystem` or an fsspec one), else the filesystem
     pyarrow makes from each URI and the environment. `unit_bytes`: input bytes per work unit;
-    `threads`: the CPUs (and encoding threads) each unit's task takes (default 1: Ray runs as many
-    units at once as the cluster has CPUs); `max_retries`: how often Ray re-runs a unit whose
+    `threads`: the CPUs (and encoding threads) each unit's task takes (default: every CPU of the
+    smallest node, one unit per node at a time); `max_retries`: how often Ray re-runs a unit whose
     worker died.
     """
     started = time.monotonic()
@@ -119,7 +121,6 @@ def prep_on_ray(
         raise UsageError("--engine ray splits the work itself: drop --num-shards/--shard-index")
     if unit_bytes < 1:
         raise UsageError(f"unit_bytes={unit_bytes}: must be 1 or more")
-    cpus_per_unit = opts.threads or 1
     files = _expand(inputs, filesystem)
     if not files:
         raise UsageError("no input files given")
@@ -128,7 +129,7 @@ def prep_on_ray(
     sizes = [_input_bytes(place.path) if place.local else size for place, (size, _) in zip(places, stamps)]
     out = locate(output, filesystem)
     _check_output(out, opts.overwrite)
-    core_options = _core_options(opts, cpus_per_unit)
+    core_options = _core_options(opts)
     tokenizer_dir = os.path.abspath(locate_tokenizer(tokenizer))
     plan = _plan_id([[p.path if p.local else p.uri, *stamp] for p, stamp in zip(places, stamps)], tokenizer_dir, core_options)
     out_parent, out_name = out.parent_and_name()
@@ -143,6 +144,8 @@ def prep_on_ray(
         if started_ray:
             ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
         try:
+            cpus_per_unit = _cpus_per_unit(ray, opts.threads)
+            core_options["run"]["threads"] = cpus_per_unit
             slots = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_unit)
             units = plan_units(sizes, work, unit_bytes, slots, scratch=scratch)
             for unit in units:
@@ -280,14 +283,27 @@ def _import_ray():
     return ray
 
 
-def _core_options(opts: PrepOptions, cpus_per_unit: int) -> dict[str, Any]:
+def _cpus_per_unit(ray: Any, threads: int | None) -> int:
+    """A unit's CPUs, which its pipeline runs as threads: `threads` when given, else every CPU of
+    the smallest node that has any, so that a node runs one unit at a time on all its cores, as
+    `prep` runs on one machine. Measured on 2 CPUs (benches/RESULTS.md, "Issue 17, session 21"):
+    units of 2 threads took the CPU time `prep --threads 2` took; two units of 1 thread at once
+    took 8-15% more (two processes, each with its own copy of the encoder's tables)."""
+    if threads:
+        return threads
+    cpus = [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
+    return min((c for c in cpus if c > 0), default=1)
+
+
+def _core_options(opts: PrepOptions) -> dict[str, Any]:
     """`_core.prep`'s options for every unit (`{"encoder": ..., "run": ...}`, as
-    `PrepOptions.to_core_json` makes them): the run's, one task's threads, no progress; the reject
-    limit is checked over the whole run, and each unit's share is set by `encode_unit`."""
+    `PrepOptions.to_core_json` makes them): the run's, no progress; the reject limit is checked
+    over the whole run, each unit's share is set by `encode_unit`, its threads once the cluster
+    is known (`_cpus_per_unit`)."""
     template = opts.template
     if template and os.path.exists(template):
         template = os.path.abspath(template)
-    unit = dataclasses.replace(opts, template=template, threads=cpus_per_unit, progress=False, overwrite=True,
+    unit = dataclasses.replace(opts, template=template, threads=1, progress=False, overwrite=True,
                                max_reject_fraction=None, num_shards=None, shard_index=None, engine="local")  # fmt: skip
     return json.loads(unit.to_core_json())
 
