@@ -177,11 +177,17 @@ impl Assembler {
             self.check_agrees(index, &added.0)?;
         }
         self.added[index] = Some(added);
+        let before = self.written;
         while self.written < self.pieces.len() && self.pieces[self.written].iter().all(|&u| self.added[u].is_some()) {
             self.write_piece(self.written)?;
             self.written += 1;
         }
-        Ok(())
+        // The driver would only wait for the next unit: put what it wrote on disk now, so that
+        // `finish`, after the last unit, syncs only the last pieces (measured: 0.06 s a 37M tokens).
+        match self.outputs.as_mut() {
+            Some(outputs) if self.written > before && self.written < self.pieces.len() => outputs.arrays.sync_so_far(),
+            _ => Ok(()),
+        }
     }
 
     /// A unit's manifest against the first unit's: same format, tokenizer, template, options.

@@ -87,6 +87,13 @@ impl NpyWriter {
         self.write_bytes(&bytes)
     }
 
+    /// Writes out what was written so far and waits until it is on disk, so that `finish` has
+    /// only the rest to sync (the assembly of a Ray run calls it while it waits for units).
+    pub fn sync_so_far(&mut self) -> Result<()> {
+        self.file.flush().map_err(|e| Error::io(&self.path, e))?;
+        self.file.get_ref().sync_data().map_err(|e| Error::io(&self.path, e))
+    }
+
     /// Completes the file (final header, synced) and returns the sha256 hex of its data bytes.
     pub fn finish(mut self) -> Result<String> {
         let header = self.header();
@@ -124,6 +131,14 @@ impl ArrayWriters {
         };
         arrays.offsets.write_i64(&[0])?;
         Ok(arrays)
+    }
+
+    /// [`NpyWriter::sync_so_far`] for every file.
+    pub fn sync_so_far(&mut self) -> Result<()> {
+        for writer in [&mut self.ids, &mut self.mask, &mut self.offsets, &mut self.origin, &mut self.turns] {
+            writer.sync_so_far()?;
+        }
+        Ok(())
     }
 
     /// Completes every file; returns the manifest's `array_sha256`.

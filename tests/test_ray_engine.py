@@ -276,3 +276,21 @@ def test_plan_units_groups_small_files_splits_large_ones_and_keeps_its_layout(tm
     # fifth for the last file, whose end overflows its unit but whose middle byte does not.
     balanced = plan_units([100] * 11 + [120], tmp_path / "balanced", unit_bytes=10_000, slots=1)
     assert [u.files for u in balanced] == [[k, k + 1, k + 2] for k in range(0, 12, 3)]
+
+
+def test_a_unit_takes_every_cpu_of_the_smallest_node_unless_threads_say():
+    from types import SimpleNamespace
+
+    from fastsft.ray_engine import _cpus_per_unit
+
+    nodes = [
+        {"Alive": True, "Resources": {"CPU": 8.0}},
+        {"Alive": True, "Resources": {"CPU": 4.0}},
+        {"Alive": False, "Resources": {"CPU": 2.0}},  # gone
+        {"Alive": True, "Resources": {"memory": 1e9}},  # a head node without CPUs
+    ]
+    ray = SimpleNamespace(nodes=lambda: nodes)
+    assert _cpus_per_unit(ray, None) == 4
+    assert _cpus_per_unit(ray, 0) == 4
+    assert _cpus_per_unit(ray, 3) == 3
+    assert _cpus_per_unit(SimpleNamespace(nodes=lambda: []), None) == 1
