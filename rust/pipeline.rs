@@ -50,6 +50,9 @@ pub struct PrepConfig {
     pub shard: Shard,
     /// The options as given, by their Python names: what the manifest records.
     pub options: EncoderOptions,
+    /// False only for a Ray work unit of several, whose arrays the assembly copies and hashes
+    /// again: its manifest's `array_sha256` entries are then null.
+    pub array_checksums: bool,
 }
 
 impl PrepConfig {
@@ -69,6 +72,7 @@ impl PrepConfig {
             max_reject_fraction: None,
             shard: Shard::WHOLE,
             options: EncoderOptions::default(),
+            array_checksums: true,
         }
     }
 }
@@ -165,7 +169,9 @@ fn write_dataset(
     let ids_descr = if wide { "<u4" } else { "<u2" };
     let rejects_path = out.file("rejects.jsonl");
     let rejects_file = std::fs::File::create(&rejects_path).map_err(|e| Error::io(&rejects_path, e))?;
-    let mut files = DatasetFiles { arrays: ArrayWriters::create(out, wide)?, rejects: BufWriter::new(rejects_file), rejects_path };
+    let arrays = ArrayWriters::create(out, wide)?;
+    let arrays = if config.array_checksums { arrays } else { arrays.without_checksums() };
+    let mut files = DatasetFiles { arrays, rejects: BufWriter::new(rejects_file), rejects_path };
     let mut counts = Counts::default();
     let mut progress = Progress::new(config.progress);
     let chunk_size = config.chunk_size.max(1);

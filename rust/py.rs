@@ -38,14 +38,23 @@ fn reuse_encoders(enabled: bool) {
 
 /// Runs the whole pipeline; returns the summary as a dict. `options`: the JSON of
 /// `{"encoder": EncodeOptions fields, "run": the run's}` (`fastsft.config`), by name.
+/// `array_checksums=False`: for a Ray work unit of several (rust/pipeline.rs `PrepConfig`).
 #[pyfunction]
-#[pyo3(signature = (inputs, tokenizer, output, options=None))]
-fn prep<'py>(py: Python<'py>, inputs: Vec<PathBuf>, tokenizer: PathBuf, output: PathBuf, options: Option<&str>) -> PyResult<Bound<'py, PyDict>> {
+#[pyo3(signature = (inputs, tokenizer, output, options=None, array_checksums=true))]
+fn prep<'py>(
+    py: Python<'py>,
+    inputs: Vec<PathBuf>,
+    tokenizer: PathBuf,
+    output: PathBuf,
+    options: Option<&str>,
+    array_checksums: bool,
+) -> PyResult<Bound<'py, PyDict>> {
     let options: PrepOptions = match options {
         Some(text) => from_json(text)?,
         None => PrepOptions::default(),
     };
-    let config = options.into_config(inputs, tokenizer, output)?;
+    let mut config = options.into_config(inputs, tokenizer, output)?;
+    config.array_checksums = array_checksums;
     // Ctrl-C: the pipeline asks between chunks whether a signal arrived.
     let interrupted = || Python::attach(|py| py.check_signals().is_err());
     let summary = py.detach(|| run(&config, &interrupted))?;

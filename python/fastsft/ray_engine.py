@@ -445,7 +445,12 @@ def _run_units(
             pending.append((unit, None))
             continue
         inputs = [places[i] for i in unit.files]
-        pending.append((unit, task.remote(inputs, tokenizer_dir, unit.staged, scratch, unit.shares, unit.share, core_options)))
+        # Checksums a unit's manifest carries are read only when its arrays become the dataset's
+        # as they are (a run of one unit) or are fetched from a store: otherwise the assembly
+        # hashes the arrays it writes, and the units need not.
+        array_checksums = len(units) == 1 or not unit.staged.local
+        remote = task.remote(inputs, tokenizer_dir, unit.staged, scratch, unit.shares, unit.share, core_options, array_checksums)
+        pending.append((unit, remote))
     try:
         # In plan order: each unit is handed to `on_done` once it and all before it are done.
         for position, (unit, ref) in enumerate(pending, 1):

@@ -54,8 +54,10 @@ def encode_unit(
     shares: int,
     share: int,
     core_options: dict[str, Any],
+    array_checksums: bool = True,
 ) -> dict[str, Any]:
     """One unit, on a Ray worker: the Rust pipeline on its inputs (or on one share of one input).
+    `array_checksums=False` when the assembly copies the unit's arrays (and hashes them) anyway.
 
     Returns the node it ran on, the pipeline's seconds, and `rejected_only`: None when it wrote a
     dataset. When every record of the unit was rejected the pipeline refuses to write one and
@@ -79,7 +81,7 @@ def encode_unit(
         kept.unlink(missing_ok=True)
         unit_options = {**core_options, "run": {**core_options["run"], "num_shards": shares, "shard_index": share}}
         try:
-            summary = _core.prep(paths, tokenizer, directory, json.dumps(unit_options, ensure_ascii=False))
+            summary = _core.prep(paths, tokenizer, directory, json.dumps(unit_options, ensure_ascii=False), array_checksums)
             result: dict[str, Any] = {"node": node, "rejected_only": None, "seconds": summary["seconds"]}
         except Exception:
             if not kept.is_file():
