@@ -272,10 +272,13 @@ def test_plan_units_groups_small_files_splits_large_ones_and_keeps_its_layout(tm
     monkeypatch.setattr("fastsft.ray_engine.MIN_UNIT_BYTES", 100)
     by_slots = plan_units(sizes, tmp_path / "slots", unit_bytes=10_000, slots=2)
     assert [(u.files, u.shares) for u in by_slots] == [([0, 1], 1), ([2], 1), ([3], 2), ([3], 2), ([4], 1), ([5], 1)]
-    # Files of nearly equal sizes, one slot: 1,220 bytes, 305 a unit: 4 units of 3 files, not a
-    # fifth for the last file, whose end overflows its unit but whose middle byte does not.
-    balanced = plan_units([100] * 11 + [120], tmp_path / "balanced", unit_bytes=10_000, slots=1)
-    assert [u.files for u in balanced] == [[k, k + 1, k + 2] for k in range(0, 12, 3)]
+    # Files of nearly equal sizes: 1,620 bytes, 203 a unit: 8 units of 2 files, not a ninth for
+    # the last file, whose end overflows its unit but whose middle byte does not.
+    balanced = plan_units([100] * 15 + [120], tmp_path / "balanced", unit_bytes=10_000, slots=2)
+    assert [u.files for u in balanced] == [[k, k + 1] for k in range(0, 16, 2)]
+    # One slot: one unit (it runs as `prep` would, its arrays linked), up to unit_bytes.
+    one_slot = plan_units(sizes, tmp_path / "one-slot", unit_bytes=10_000, slots=1)
+    assert [(u.files, u.shares) for u in one_slot] == [([0, 1, 2, 3, 4, 5], 1)]
 
 
 def test_a_unit_takes_every_cpu_of_the_smallest_node_unless_threads_say():
@@ -294,3 +297,19 @@ def test_a_unit_takes_every_cpu_of_the_smallest_node_unless_threads_say():
     assert _cpus_per_unit(ray, 0) == 4
     assert _cpus_per_unit(ray, 3) == 3
     assert _cpus_per_unit(SimpleNamespace(nodes=lambda: []), None) == 1
+
+
+def test_a_unit_without_checksums_writes_the_same_arrays_and_null_checksums(tmp_path):
+    """What a unit of a multi-unit run on shared storage writes (`array_checksums=False`): the
+    arrays of a normal run, and a manifest whose checksums are null (the assembly hashes)."""
+    from fastsft import _core
+    from fastsft.config import PrepOptions
+
+    options = PrepOptions(threads=1, progress=False).to_core_json()
+    corpus = [str(CORPORA / "llamafactory_identity.jsonl.gz")]
+    _core.prep(corpus, QWEN, str(tmp_path / "with"), options)
+    _core.prep(corpus, QWEN, str(tmp_path / "without"), options, False)
+    for name in COMPARED[:5]:
+        assert (tmp_path / "with" / name).read_bytes() == (tmp_path / "without" / name).read_bytes(), name
+    sums = json.loads((tmp_path / "without" / "manifest.json").read_text())["array_sha256"]
+    assert sums == dict.fromkeys(COMPARED[:5])

@@ -1,7 +1,8 @@
 """`fastsft prep --engine ray`: prepares the inputs on a Ray cluster into one dataset.
 
 The work is split into units (`plan_units`): runs of consecutive input files, about four units
-per node (a node runs one unit at a time on all its CPUs: `_cpus_per_unit`), and for a file
+per node, one on a single node (a node runs one unit at a time on all its CPUs: `_cpus_per_unit`),
+and for a file
 larger than a node's part one unit per round-robin share of its records (`--num-shards K
 --shard-index k` of that file alone). Each unit is a Ray task (`ray_unit.py`) that runs the Rust
 pipeline itself (`_core.prep`) into its own atomic directory under a work directory beside the
@@ -286,9 +287,10 @@ def _import_ray():
 def _cpus_per_unit(ray: Any, threads: int | None) -> int:
     """A unit's CPUs, which its pipeline runs as threads: `threads` when given, else every CPU of
     the smallest node that has any, so that a node runs one unit at a time on all its cores, as
-    `prep` runs on one machine. Measured on 2 CPUs (benches/RESULTS.md, "Issue 17, session 21"):
-    units of 2 threads took the CPU time `prep --threads 2` took; two units of 1 thread at once
-    took 8-15% more (two processes, each with its own copy of the encoder's tables)."""
+    `prep` runs on one machine: one encoder per node rather than one per CPU (hundreds of MB each
+    for a large vocabulary), and one unit per node where a cluster is one node. Measured on 2 CPUs
+    (benches/RESULTS.md, "Issue 17, session 21"): units of 1 thread, two at once, took 2-15% more
+    CPU time than `prep --threads 2` across runs; units of 2 threads took what `prep` took."""
     if threads:
         return threads
     cpus = [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
@@ -352,7 +354,8 @@ def _input_bytes(path: str) -> int:
 
 def plan_units(sizes: list[int], work: Place | Path, unit_bytes: int, slots: int, scratch: str = "") -> list[Unit]:
     """The work units, as an earlier run of the same plan laid them out (`units.json`), or anew:
-    about `UNITS_PER_SLOT` units per slot (cluster CPUs / CPUs per unit), none smaller than
+    about `UNITS_PER_SLOT` units per slot (cluster CPUs / CPUs per unit; one unit when there is
+    one slot), none smaller than
     `MIN_UNIT_BYTES` (each unit pays a fixed start) nor larger than `unit_bytes`. Consecutive
     small files (of `sizes` bytes) share a unit, each in the unit its middle byte falls in. A file
     larger than a slot's share of the whole is read as shares: each share reads the whole file,
@@ -369,7 +372,10 @@ def plan_units(sizes: list[int], work: Place | Path, unit_bytes: int, slots: int
         def bounded(size: int) -> int:
             return min(unit_bytes, max(min(MIN_UNIT_BYTES, unit_bytes), size))
 
-        group_size = bounded(math.ceil(sum(sizes) / (slots * UNITS_PER_SLOT)))
+        # One slot (one node): units would run one after another, with nothing to even out and
+        # no idle CPU to assemble on; one unit is `prep` itself, its arrays linked, not copied.
+        per_slot = UNITS_PER_SLOT if slots > 1 else 1
+        group_size = bounded(math.ceil(sum(sizes) / (slots * per_slot)))
         split_size = bounded(math.ceil(sum(sizes) / slots))
         group: list[int] = []
         group_bytes = 0
