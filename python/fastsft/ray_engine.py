@@ -289,8 +289,9 @@ def _cpus_per_unit(ray: Any, threads: int | None) -> int:
     the smallest node that has any, so that a node runs one unit at a time on all its cores, as
     `prep` runs on one machine: one encoder per node rather than one per CPU (hundreds of MB each
     for a large vocabulary), and one unit per node where a cluster is one node. Measured on 2 CPUs
-    (benches/RESULTS.md, "Issue 17, session 21"): units of 1 thread, two at once, took 2-15% more
-    CPU time than `prep --threads 2` across runs; units of 2 threads took what `prep` took."""
+    (benches/RESULTS.md, "Issue 17, session 21"): units of 1 thread, two at once, took from 2%
+    less to 17% more CPU time than `prep --threads 2` in four runs; units of 2 threads took what
+    `prep` took."""
     if threads:
         return threads
     cpus = [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
