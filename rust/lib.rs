@@ -24,6 +24,7 @@ pub mod source;
 pub mod template;
 pub mod tokenizer;
 pub mod tokenizer_cache;
+mod tokenizer_cache_prune;
 mod tokenizer_probe;
 
 // Internal to the pipeline and the bindings.

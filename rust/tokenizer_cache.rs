@@ -11,6 +11,7 @@
 //! `FASTSFT_CACHE=0` turns the cache off. Never trusted blindly: a file whose magic, format,
 //! build, sha256, length or checksum differ is ignored (and replaced by the next cold load).
 //! Written to a temporary name and renamed, so concurrent processes see a whole file or none.
+//! Entries unused for a while are removed when a new one is written (rust/tokenizer_cache_prune.rs).
 
 use std::borrow::Cow;
 use std::ffi::OsStr;
@@ -21,6 +22,7 @@ use serde_json::Value;
 
 use crate::fastbpe::json::{MergeJson, ModelJson};
 use crate::fastbpe::TokenizerJson;
+use crate::tokenizer_cache_prune;
 
 const MAGIC: &[u8; 24] = b"fastsft tokenizer cache\n";
 /// The layout below; bump when it changes.
@@ -58,9 +60,13 @@ impl CacheDir {
 
     /// The entry of a `tokenizer.json` with this sha256 (hex), for this build.
     pub fn entry_path(&self, sha256: &str) -> PathBuf {
-        let build = build_id().replace(|c: char| !c.is_ascii_alphanumeric() && c != '.' && c != '+', "_");
-        self.0.join(format!("{sha256}-{build}.bin"))
+        self.0.join(format!("{sha256}{}", entry_suffix()))
     }
+}
+
+/// What ends the name of this build's entries: `-<build>.bin`.
+fn entry_suffix() -> String {
+    format!("-{}.bin", build_id().replace(|c: char| !c.is_ascii_alphanumeric() && c != '.' && c != '+', "_"))
 }
 
 /// A cache entry read and checked.
@@ -97,7 +103,8 @@ pub fn join_parts(parts: &[&[u8]]) -> Vec<u8> {
 
 /// The checked entry for `sha256`, or `None` (missing, unreadable, another build, corrupt).
 pub fn read(dir: &CacheDir, sha256: &str) -> Option<Entry> {
-    let data = std::fs::read(dir.entry_path(sha256)).ok()?;
+    let path = dir.entry_path(sha256);
+    let data = std::fs::read(&path).ok()?;
     let mut r = Reader { data: &data, at: 0 };
     if r.take(MAGIC.len())? != MAGIC || r.u32()? != FORMAT {
         return None;
@@ -114,6 +121,7 @@ pub fn read(dir: &CacheDir, sha256: &str) -> Option<Entry> {
     }
     let mut payload = data;
     payload.drain(..start);
+    tokenizer_cache_prune::touch_if_old(&path, std::time::SystemTime::now());
     Some(Entry { payload, fast_verified: flags & FLAG_FAST_VERIFIED != 0 })
 }
 
@@ -143,6 +151,7 @@ pub fn write(dir: &CacheDir, sha256: &str, payload: &[u8], fast_verified: bool) 
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
+    tokenizer_cache_prune::prune(dir, &entry_suffix(), std::time::SystemTime::now());
     result.map(|()| path)
 }
 
