@@ -314,3 +314,44 @@ def test_columnar_inputs_verify_identical(tmp_path):
     found, sha = read_records(tmp_path / "in.parquet", {1, 9, 20, 21})
     assert sorted(found) == [1, 9, 20] and json.loads(found[9]) == table.slice(8, 1).to_pylist()[0]
     assert sha == json.loads((tmp_path / "out-in.parquet" / "manifest.json").read_text())["inputs"][0]["sha256"]
+
+
+# Multi-turn reasoning traces: Qwen3's template drops earlier turns' reasoning, so each becomes one
+# sample per trained turn (`--split-turns auto`).
+REASONING_TRACES = [
+    {
+        "messages": [
+            {"role": "user", "content": f"What is {a}+{a}?"},
+            {"role": "assistant", "content": str(2 * a), "reasoning_content": f"add {a} and {a}"},
+            {"role": "user", "content": f"And {b}*{b}?"},
+            {"role": "assistant", "content": str(b * b), "reasoning_content": f"multiply {b} by itself"},
+        ]
+    }
+    for a, b in [(2, 3), (5, 7), (11, 13)]
+]
+
+
+def test_per_turn_samples_are_verified(tmp_path):
+    """Each per-turn sample is rebuilt from transformers' prompt for its turn and the completion
+    the template renders after it, and compared; `--reasoning mask` ones are skipped, said why."""
+    traces = tmp_path / "traces.jsonl"
+    traces.write_text("".join(json.dumps(r) + "\n" for r in REASONING_TRACES), encoding="utf-8")
+    summary = prep([traces], "qwen3", tmp_path / "out")
+    assert (summary["written"], summary["samples"]) == (3, 6), summary
+    result = verify(tmp_path / "out", sample=100)
+    assert (result["checked"], result["identical"], result["different"]) == (6, 6, 0), result["differences"][:1]
+    assert not result["skipped"], result["skipped"]
+
+    # A flipped id in a per-turn sample is found, and named by its turn.
+    ids = np.load(tmp_path / "out" / "input_ids.npy", mmap_mode="r+")
+    offsets = np.load(tmp_path / "out" / "offsets.npy")
+    ids[offsets[1] + 2] ^= 1
+    ids.flush()
+    del ids
+    result = verify(tmp_path / "out", sample=100)
+    assert (result["identical"], result["different"]) == (5, 1)
+    assert result["differences"][0]["turn"] == 3 and result["differences"][0]["sample"] == 1
+
+    prep([traces], "qwen3", tmp_path / "masked", reasoning="mask")
+    result = verify(tmp_path / "masked", sample=100)
+    assert result["checked"] == 0 and sum(result["skipped"].values()) == 6, result

@@ -3,7 +3,9 @@
 For each sampled row it reads the record again from its input file, renders the conversation with
 ``transformers``' own Jinja rendering of the chat template, tokenizes the text with the Python
 ``tokenizers`` library, draws the mask by the rule of DESIGN §3 (re-implemented in Python) and
-compares ids and mask with what ``fastsft prep`` stored.
+compares ids and mask with what ``fastsft prep`` stored. A per-turn sample (``--split-turns``) is
+rebuilt as the model sees that turn at inference: ``transformers``' prompt for the messages before
+it (``add_generation_prompt=True``), then the completion the template renders after that prompt.
 
 What it shares with the Rust core, on purpose: only the reading of inputs (``verify_inputs.py``,
 through ``prep``'s own reader, so every input kind ``prep`` accepts is read back) and of records
@@ -32,7 +34,7 @@ from .errors import FastSFTError, InputError, UsageError
 from .extras import require
 from .tokenizer_path import resolve_tokenizer
 from .verify_inputs import read_records, resolve_recorded
-from .verify_reference import ReferenceEncoder, ReferenceReject
+from .verify_reference import NotCheckable, ReferenceEncoder, ReferenceReject
 from .verify_report import describe_difference, format_report
 
 DEFAULT_SAMPLE = 200
@@ -164,10 +166,6 @@ def _check_shard(
     inputs = man.get("inputs", [])
     by_file: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        if turns is not None and turns[row] >= 0:
-            # tests/test_reasoning.py checks per-turn samples against transformers' prompts.
-            result["skipped"]["per-turn sample (--split-turns); verify re-encodes whole conversations"] += 1
-            continue
         by_file[int(origin[row, 0])][int(origin[row, 1])].append(row)
     for file_index, lines in sorted(by_file.items()):
         info = inputs[file_index] if file_index < len(inputs) else {"path": f"input #{file_index}"}
@@ -191,7 +189,11 @@ def _check_shard(
                     continue
                 a, b = int(offsets[row]), int(offsets[row + 1])
                 stored = (ids_all[a:b].astype(np.int64).tolist(), mask_all[a:b].astype(np.int64).tolist())
-                _compare(where, records[line], stored, reader, reference, changed, result)
+                # A per-turn sample (`--split-turns`) is the assistant message `turn`'s alone.
+                turn = int(turns[row]) if turns is not None and turns[row] >= 0 else None
+                if turn is not None:
+                    where["turn"] = turn
+                _compare(where, records[line], stored, reader, reference, changed, result, turn)
 
 
 def _compare(
@@ -202,6 +204,7 @@ def _compare(
     reference: ReferenceEncoder,
     changed: bool,
     result: dict[str, Any],
+    turn: int | None = None,
 ) -> None:
     try:
         normalized = reader.conversation(record.decode("utf-8"))
@@ -215,7 +218,15 @@ def _compare(
     try:
         if normalized is None:
             raise ReferenceReject("fastsft's own reader rejects the record now")
-        ids, mask, not_checkable = reference.encode(json.loads(normalized["json"]))
+        conversation = json.loads(normalized["json"])
+        if turn is None:
+            ids, mask, not_checkable = reference.encode(conversation)
+        else:
+            ids, turn_mask = reference.encode_turn(conversation, turn)
+            mask, not_checkable = turn_mask, None
+    except NotCheckable as e:  # a per-turn sample this reference cannot rebuild
+        result["skipped"][str(e)] += 1
+        return
     except ReferenceReject as e:
         result["checked"] += 1
         result["different"] += 1

@@ -233,6 +233,45 @@ class ReferenceEncoder:
             raise ReferenceReject("no token is trained")
         return ids, mask, not_checkable
 
+    def encode_turn(self, conversation: dict, turn: int) -> tuple[list[int], list[int]]:
+        """A per-turn sample (`--split-turns`, DESIGN §3.1) → (ids, mask): transformers' prompt for
+        the messages before assistant message `turn` (`add_generation_prompt=True`), tokenized
+        alone, then the completion tokenized alone: what the template renders for that message
+        after that prompt, through the first end-of-turn token. Raises NotCheckable where this
+        reference does not re-implement fastsft's rule: a template that renders the message
+        differently from the prompt it builds (a prompt that opens a reasoning block), or
+        `--reasoning mask|drop`, `--history as-written`, `--train-on-prompt`."""
+        opt = self.options
+        if opt.get("train_on_prompt") or opt.get("reasoning", "train") != "train" or opt.get("history", "template") != "template":
+            raise NotCheckable("per-turn sample under --reasoning mask/drop, --history as-written or --train-on-prompt")
+        messages = [{k: v for k, v in m.items() if k != "train"} for m in conversation["messages"]]
+        tools = conversation.get("tools") or None
+        eot = self.end_of_turn
+        if eot is None:
+            raise ReferenceReject("the template closes assistant turns with no special token")
+        prompt, _ = self.render(messages[:turn], tools, add_generation_prompt=True)
+        full, _ = self.render(messages[: turn + 1], tools)
+        if not full.startswith(prompt):
+            raise NotCheckable("per-turn sample whose template renders the reply apart from its own prompt")
+        eot_at = full.find(eot, len(prompt))
+        if eot_at < 0:
+            raise ReferenceReject(f"no {eot} after assistant message {turn + 1}")
+        completion = full[len(prompt) : eot_at + len(eot)]
+        first = self.tokenizer.encode(prompt, add_special_tokens=False)
+        second = self.tokenizer.encode(completion, add_special_tokens=False)
+        ids = list(first.ids) + list(second.ids)
+        offsets = list(first.offsets) + [(a + len(prompt), b + len(prompt)) for a, b in second.offsets]
+        end = len(prompt) + len(completion) - (0 if opt.get("train_eot", True) else len(eot))
+        mask = self.mask(ids, offsets, [(len(prompt), end)])
+        max_len = opt.get("max_len")
+        if max_len is not None and len(ids) > max_len:
+            if opt.get("truncation", "right") == "drop":
+                raise ReferenceReject(f"{len(ids)} tokens > max_len {max_len} (truncation drop)")
+            ids, mask = ids[:max_len], mask[:max_len]
+        if not any(mask):
+            raise ReferenceReject("no token is trained")
+        return ids, mask
+
     def mask(self, ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
         """1 where a token's character range overlaps a trained span (a zero-width token counts
         at its position), except a special token that starts before the span."""
