@@ -183,7 +183,7 @@ impl Assembler {
             self.written += 1;
         }
         // The driver would only wait for the next unit: put what it wrote on disk now, so that
-        // `finish`, after the last unit, syncs only the last pieces (measured: 0.06 s a 37M tokens).
+        // `finish`, after the last unit, syncs only the last pieces (0.06 s of fsync per 37M tokens, benches/RESULTS.md).
         match self.outputs.as_mut() {
             Some(outputs) if self.written > before && self.written < self.pieces.len() => outputs.arrays.sync_so_far(),
             _ => Ok(()),

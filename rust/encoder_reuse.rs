@@ -3,7 +3,7 @@
 //!
 //! For the workers of `fastsft prep --engine ray`: a worker runs one work unit after another in
 //! the same process, and loading the encoder (tokenizer from its cache, template, self-checks)
-//! costs 20-80 ms a unit (Qwen2.5 35 ms, Gemma 80 ms, measured in benches/RESULTS.md), which
+//! costs 18-80 ms a unit (Llama 3.1 18 ms, Qwen2.5 35 ms, Gemma 80 ms; benches/RESULTS.md), which
 //! decides how small units can be and so how well they balance. Off by default: an encoder holds
 //! tens to hundreds of MB, which a process that preps once should not keep.
 //!

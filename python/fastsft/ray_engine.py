@@ -294,7 +294,7 @@ def _cpus_per_unit(ray: Any, threads: int | None) -> int:
     `prep` took."""
     if threads:
         return threads
-    cpus = [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
+    cpus = [int(node.get("Resources", {}).get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
     return min((c for c in cpus if c > 0), default=1)
 
 

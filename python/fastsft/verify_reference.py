@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .errors import MissingExtraError
 
@@ -224,13 +224,7 @@ class ReferenceEncoder:
                 and (opt.get("train_on", "all") == "all" or s.message == last)
             ]
             mask = self.mask(ids, encoding.offsets, [t for t in trained if t[0] < t[1]])
-        max_len = opt.get("max_len")
-        if max_len is not None and len(ids) > max_len:
-            if opt.get("truncation", "right") == "drop":
-                raise ReferenceReject(f"{len(ids)} tokens > max_len {max_len} (truncation drop)")
-            ids, mask = ids[:max_len], (mask[:max_len] if mask is not None else None)
-        if mask is not None and not any(mask):
-            raise ReferenceReject("no token is trained")
+        ids, mask = self._truncated(ids, mask)
         return ids, mask, not_checkable
 
     def encode_turn(self, conversation: dict, turn: int) -> tuple[list[int], list[int]]:
@@ -262,13 +256,17 @@ class ReferenceEncoder:
         ids = list(first.ids) + list(second.ids)
         offsets = list(first.offsets) + [(a + len(prompt), b + len(prompt)) for a, b in second.offsets]
         end = len(prompt) + len(completion) - (0 if opt.get("train_eot", True) else len(eot))
-        mask = self.mask(ids, offsets, [(len(prompt), end)])
-        max_len = opt.get("max_len")
+        ids, mask = self._truncated(ids, self.mask(ids, offsets, [(len(prompt), end)]))
+        return ids, cast("list[int]", mask)  # a mask given is a mask returned
+
+    def _truncated(self, ids: list[int], mask: list[int] | None) -> tuple[list[int], list[int] | None]:
+        """`--max-len` and `--truncation` applied, and a sample with nothing trained refused."""
+        max_len = self.options.get("max_len")
         if max_len is not None and len(ids) > max_len:
-            if opt.get("truncation", "right") == "drop":
+            if self.options.get("truncation", "right") == "drop":
                 raise ReferenceReject(f"{len(ids)} tokens > max_len {max_len} (truncation drop)")
-            ids, mask = ids[:max_len], mask[:max_len]
-        if not any(mask):
+            ids, mask = ids[:max_len], (mask[:max_len] if mask is not None else None)
+        if mask is not None and not any(mask):
             raise ReferenceReject("no token is trained")
         return ids, mask
 
